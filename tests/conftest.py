@@ -14,7 +14,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CLEANGAN_TEST_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)  # tiny nets: threads only add overhead, and CI has 2 busy cores
 
 # A few-second MNIST run at tiny width; every image script accepts these shared flags.
 TINY = ["--dataset", "mnist", "--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--log-every", "1",
