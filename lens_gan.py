@@ -1,0 +1,586 @@
+"""Tempered Adversarial Networks: a learned lens L between the real data and the discriminator.
+
+Sajjadi, Parascandolo, Mehrjou, Schoelkopf, ICML 2018, https://arxiv.org/abs/1802.04374. D sees L(x) instead of
+x; the lens learns to fool D while reconstructing x, with the weight lambda of its adversarial term annealed from
+1 to 0 in K steps, so that L ends as the identity and training as the plain GAN. D(.) = sigmoid(phi(.)) for gan,
+the raw output phi(.) otherwise; log-losses are computed from logits.
+
+    D, G  gan      L_D = -log D(L(x)) - log(1 - D(G(z)))  (7)      L_G = -log D(G(z))     (5)
+          lsgan    L_D = D(G(z))^2 + (D(L(x)) - 1)^2      (10)     L_G = (D(G(z)) - 1)^2  (9)
+          wgan-gp  L_D = D(G(z)) - D(L(x))  (13)  + gp_lambda E[(|grad D(x^)|_2 - 1)^2],
+                   x^ = eps L(x) + (1 - eps) G(z), eps ~ U[0, 1] per sample (Gulrajani et al. 2017)   L_G = -D(G(z)) (12)
+    lens  L_L^A = -log(1 - D(L(x))) (8) | D(L(x))^2 (11) | D(L(x)) (14)        L_L^R = |x - L(x)|^2  (2)
+          L_L = lambda L_L^A + L_L^R  (3)        lambda = 1 - sin(t pi / 2K) for t <= K, else 0  (4)
+
+Choices where the paper is silent: every loss is a batch mean and L_L^R a mean over elements, not eq. (2)'s sum,
+which would outweigh L_L^A by the pixel count (3072 at 32x32x3). Lens (Fig. 4): L(x) = x + R(x), R = conv-ReLU,
+8 residual blocks conv-ReLU-conv + skip, conv (all 3x3 stride 1), --lens-channels 32 wide (the width is not in
+the text); no clamp or tanh on L(x), which would rule out the exact identity. It is updated once per iteration,
+after D's n_critic steps, on the last critic batch.
+
+Defaults (Sec. 2.4): batch 64, lr 1e-4 for G, D and lens, Adam, Xavier init of all three; K 10000 (Sec. 2 says
+10^5, the captions of Figs. 2 and 7 say 10k: we take the figures'). gan: DCGAN with BN (Fig. 3), betas (0.5,
+0.999); lsgan: the same without BN. wgan-gp: gan.py's DCGAN networks (4x4 kernels, gan_cifar.py has 5x5) at
+Gulrajani's gan_cifar.py widths (ngf = ndf = 128, z-dim 128), BN in G only, n_critic 5, gp_lambda 10, Adam
+betas (0.5, 0.9). The paper says that code uses RMSProp, but its wgan-gp mode uses Adam(1e-4, 0.5, 0.9)
+(RMSProp is its weight-clipping mode): we follow the code. --no-lens: the same GAN without the lens, from the same
+initial G and D (the paper's paired runs); --lens-lambda C fixes lambda (the lambda = 1 study of Fig. 5).
+
+Usage: python lens_gan.py --dataset cifar10 --loss wgan-gp
+"""
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+from torchvision.utils import make_grid, save_image
+
+import fid
+
+try:
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # tensorboard is optional: metrics.jsonl has everything
+    SummaryWriter = None
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "celeba", "stacked-mnist", "folder")
+WGAN_GP_DEFAULTS = {"beta2": 0.9, "n_critic": 5, "ngf": 128, "ndf": 128, "z_dim": 128}  # Gulrajani's gan_cifar.py
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the experiment")
+    p.add_argument("--torch-deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=False, help="log to Weights & Biases")
+    p.add_argument("--wandb-project-name", default="cleangan", help="wandb project")
+    p.add_argument("--wandb-entity", default=None, help="wandb entity (team)")
+    p.add_argument("--out-dir", default="runs", help="parent folder of the run directories")
+    p.add_argument("--resume", default=None, help="checkpoint.pt to continue from, or 'auto' for the newest run of the same dataset/exp-name/seed")
+    p.add_argument("--dataset", default="cifar10", choices=DATASETS, help="training data (folder: an ImageFolder tree at --data-root)")
+    p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download the dataset if missing")
+    p.add_argument("--image-size", type=int, default=32, help="side of the square images (a power of 2, >= 16)")
+    p.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--total-steps", type=int, default=100_000, help="generator updates")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr-g", type=float, default=1e-4, help="generator learning rate")
+    p.add_argument("--lr-d", type=float, default=1e-4, help="discriminator learning rate")
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
+    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2")
+    p.add_argument("--n-critic", type=int, default=1, help="discriminator updates per generator update")
+    p.add_argument("--z-dim", type=int, default=100, help="latent dimension")
+    p.add_argument("--log-every", type=int, default=100, help="steps between metrics lines")
+    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = only at the end)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between FID evaluations (0 = no FID)")
+    p.add_argument("--fid-samples", type=int, default=10_000, help="generated (and reference) images per FID")
+    p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (one is always written at the end)")
+    # method-specific arguments
+    p.add_argument("--loss", default="gan", choices=("gan", "lsgan", "wgan-gp"),
+                   help="GAN objective (see the module docstring); wgan-gp changes the defaults of --beta2 --n-critic --ngf --ndf --z-dim")
+    p.add_argument("--ngf", type=int, default=64, help="generator width")
+    p.add_argument("--ndf", type=int, default=64, help="discriminator width")
+    p.add_argument("--gp-lambda", type=float, default=10.0, help="gradient penalty weight (wgan-gp only)")
+    p.add_argument("--lens", action=argparse.BooleanOptionalAction, default=True, help="train with the lens; --no-lens: the same GAN without it, from the same initial G and D")
+    p.add_argument("--lens-channels", type=int, default=32, help="width of the lens's residual blocks")
+    p.add_argument("--lr-lens", type=float, default=1e-4, help="lens learning rate (Adam, betas as G and D)")
+    p.add_argument("--lens-k", type=int, default=10_000, help="K of eq. (4): lambda reaches 0 after K steps (paper: 10^5 in Sec. 2, 10k in Figs. 2, 7)")
+    p.add_argument("--lens-lambda", type=float, default=None, help="fix lambda to this value (Fig. 5: 1); None: the schedule of eq. (4)")
+    pre = argparse.ArgumentParser(add_help=False)  # --loss first: its defaults apply and show in --help
+    pre.add_argument("--loss", nargs="?")
+    if pre.parse_known_args(argv)[0].loss == "wgan-gp":
+        p.set_defaults(**WGAN_GP_DEFAULTS)
+    p.error = fail  # one error line instead of argparse's usage dump
+    args = p.parse_args(argv)
+
+    if args.image_size < 16 or args.image_size & (args.image_size - 1):
+        p.error(f"--image-size must be a power of 2 >= 16 for these networks, got {args.image_size}")
+    positive = ("batch_size", "total_steps", "n_critic", "z_dim", "log_every", "fid_samples", "lr_g", "lr_d")
+    for name in positive + ("num_workers", "sample_every", "eval_every", "checkpoint_every"):
+        value = getattr(args, name)
+        if not (value > 0 if name in positive else value >= 0):  # `not` also rejects NaN
+            p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else '>= 0'}, got {value}")
+    if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
+        p.error(f"Adam betas must be in [0, 1), got {args.beta1}, {args.beta2}")
+    # method-specific checks
+    if args.ngf <= 0 or args.ndf <= 0:
+        p.error(f"--ngf and --ndf must be positive, got {args.ngf}, {args.ndf}")
+    if args.lens_channels <= 0 or args.lens_k <= 0 or not args.lr_lens > 0:
+        p.error(f"--lens-channels, --lens-k and --lr-lens must be positive, got {args.lens_channels}, {args.lens_k}, {args.lr_lens}")
+    if not (0 <= args.gp_lambda < math.inf and (args.lens_lambda is None or 0 <= args.lens_lambda < math.inf)):
+        p.error(f"--gp-lambda and --lens-lambda must be finite and >= 0, got {args.gp_lambda}, {args.lens_lambda}")
+    return args
+
+
+def fail(message, code=2):
+    """One clear error line and a non-zero exit, never a traceback (2 = bad input, as argparse)."""
+    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class StackedMNIST(torch.utils.data.Dataset):
+    """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3,
+    lens paper Sec. 4.1.2). The digit triples are drawn once from the seed, so the dataset is reproducible."""
+
+    def __init__(self, mnist, seed):
+        self.mnist = mnist
+        self.triples = torch.randint(len(mnist), (len(mnist), 3), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self):
+        return len(self.triples)
+
+    def __getitem__(self, i):
+        digits = [self.mnist[j] for j in self.triples[i].tolist()]
+        mode = 100 * digits[0][1] + 10 * digits[1][1] + digits[2][1]
+        return torch.cat([image for image, _ in digits]), mode
+
+
+def make_dataset(args):
+    """The training set as images in [-1, 1] of shape (C, S, S); one clear error when it is missing."""
+    size, root, name = args.image_size, args.data_root, args.dataset
+    normalize = [T.ToTensor(), T.Normalize(0.5, 0.5)]
+    resize = [T.Resize(size), T.CenterCrop(size)]
+    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + normalize)  # 28 -> 32 as the lens paper
+    try:
+        if name in ("mnist", "stacked-mnist"):
+            mnist = torchvision.datasets.MNIST(root, train=True, download=args.download, transform=mnist_tf)
+            return mnist if name == "mnist" else StackedMNIST(mnist, args.seed)
+        if name == "fashion-mnist":
+            return torchvision.datasets.FashionMNIST(root, train=True, download=args.download, transform=mnist_tf)
+        if name in ("cifar10", "cifar100"):
+            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+            return cls(root, train=True, download=args.download, transform=T.Compose(resize + normalize))
+        if name == "stl10":
+            return torchvision.datasets.STL10(root, split="train+unlabeled", download=args.download, transform=T.Compose(resize + normalize))
+        if name == "celeba":  # center crop 108 (the DCGAN-tensorflow convention), then resize
+            tf = T.Compose([T.CenterCrop(108)] + resize + normalize)
+            return torchvision.datasets.CelebA(root, split="train", download=args.download, transform=tf)
+        return torchvision.datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB"))] + resize + normalize))
+    except Exception as e:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = "" if name == "folder" else " (the download failed: no internet?)" if args.download else ", or use --download"
+        fail(f"cannot load dataset {name!r} from {os.path.abspath(root)}: {why}. Put the files there{hint}.")
+
+
+def _ignore_sigint(_):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process only
+
+
+def infinite_batches(dataset, args, start=0):
+    """Yield image batches forever. Epoch e is shuffled by (seed, e) alone, so a run resumed after `start`
+    batches continues with exactly the batches the uninterrupted run would have seen."""
+    per_epoch = len(dataset) // args.batch_size
+    epoch, skip = divmod(start, per_epoch)
+    while True:
+        epoch_rng = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(dataset), generator=epoch_rng)[skip * args.batch_size: per_epoch * args.batch_size]
+        loader = torch.utils.data.DataLoader(  # its own generator: making a loader never draws from the global RNG
+            dataset, args.batch_size, sampler=order.tolist(), num_workers=args.num_workers, drop_last=True,
+            pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_sigint, generator=epoch_rng)
+        for images, _ in loader:
+            yield images
+        epoch, skip = epoch + 1, 0
+
+
+# ------------------------------------------------------------------------------------------------ networks
+def xavier_init(m):
+    """Xavier initialisation (Glorot & Bengio 2010, their uniform 'normalized' one) of G, D and the lens, as the
+    lens paper (Sec. 2.4); zero biases; BN keeps scale 1, shift 0."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """DCGAN generator (lens paper Fig. 3): z -> 4x4 -> ... -> S x S by 4x4 stride-2 transposed convs,
+    BN + ReLU, tanh output. The width halves at each upsampling and ends at ngf."""
+
+    def __init__(self, z_dim, channels, image_size, ngf=64, batch_norm=True):
+        super().__init__()
+        norm = nn.BatchNorm2d if batch_norm else nn.Identity
+        n_up = int(math.log2(image_size)) - 2
+        width = ngf * 2 ** (n_up - 1)
+        layers = [nn.ConvTranspose2d(z_dim, width, 4, 1, 0, bias=not batch_norm), norm(width), nn.ReLU(True)]
+        for _ in range(n_up - 1):
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not batch_norm), norm(width // 2), nn.ReLU(True)]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(z.view(len(z), -1, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator (lens paper Fig. 3): 4x4 stride-2 convs with LeakyReLU(0.2), BN except on the
+    first layer, down to 4x4, then a 4x4 conv to one logit per image."""
+
+    def __init__(self, channels, image_size, ndf=64, batch_norm=True):
+        super().__init__()
+        norm = nn.BatchNorm2d if batch_norm else nn.Identity
+        layers, width = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
+        for _ in range(int(math.log2(image_size)) - 3):
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=not batch_norm), norm(width * 2), nn.LeakyReLU(0.2, True)]
+            width *= 2
+        layers += [nn.Conv2d(width, 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+class Lens(nn.Module):
+    """The lens (paper Fig. 4): L(x) = x + R(x), R = conv-ReLU into `width` channels, `blocks` residual blocks
+    conv-ReLU-conv + skip, conv back to the image channels, all 3x3 stride 1. L is the identity when R's last conv
+    outputs 0. No normalisation (the same map in train and eval mode), no output squashing (see the docstring)."""
+
+    def __init__(self, channels, width=32, blocks=8):
+        super().__init__()
+        conv = lambda c_in, c_out: nn.Conv2d(c_in, c_out, 3, 1, 1)  # noqa: E731
+        self.head = nn.Sequential(conv(channels, width), nn.ReLU(True))
+        self.blocks = nn.ModuleList(nn.Sequential(conv(width, width), nn.ReLU(True), conv(width, width)) for _ in range(blocks))
+        self.tail = conv(width, channels)
+
+    def forward(self, x):
+        h = self.head(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return x + self.tail(h)
+
+
+# ------------------------------------------------------------------------------------------------- losses
+def d_loss(real_logits, fake_logits, loss):
+    """Discriminator loss, a mean over the batch of each term; real_logits are D's outputs on L(x)."""
+    if loss == "gan":  # eq. (7): -log D(L(x)) - log(1 - D(G(z)))
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    if loss == "lsgan":  # eq. (10)
+        return ((real_logits - 1) ** 2).mean() + (fake_logits ** 2).mean()
+    if loss == "wgan-gp":  # eq. (13), without the gradient penalty (added by the caller)
+        return fake_logits.mean() - real_logits.mean()
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def g_loss(fake_logits, loss):
+    """Generator loss, a mean over the batch."""
+    if loss == "gan":  # eq. (5), non-saturating: -log D(G(z))
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if loss == "lsgan":  # eq. (9)
+        return ((fake_logits - 1) ** 2).mean()
+    if loss == "wgan-gp":  # eq. (12)
+        return -fake_logits.mean()
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def d_score(logits, loss):
+    """What to log as D(x): the mean probability for the log-loss, the mean raw output otherwise."""
+    return torch.sigmoid(logits).mean() if loss == "gan" else logits.mean()
+
+
+def gradient_penalty(D, real, fake):
+    """E[(|grad D(x^)|_2 - 1)^2], x^ = eps * real + (1 - eps) * fake, eps ~ U[0, 1] per sample (Gulrajani et al.
+    2017, eq. 3 without its weight, which the caller applies); here real = L(x). Differentiable in D's weights."""
+    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    grad, = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)  # per-sample grads: the critic has no BN
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def lens_lambda(t, k):
+    """Weight of the lens's adversarial term at step t: 1 at t = 0, 0 from t = K on."""
+    return 1 - math.sin(t * math.pi / (2 * k)) if t <= k else 0.0  # eq. (4)
+
+
+def lens_adversarial_loss(lensed_logits, loss):
+    """L_L^A: the lens works against D on L(x), a mean over the batch."""
+    if loss == "gan":  # eq. (8): -log(1 - D(L(x))) = softplus(phi), from the logit
+        return F.binary_cross_entropy_with_logits(lensed_logits, torch.zeros_like(lensed_logits))
+    if loss == "lsgan":  # eq. (11)
+        return (lensed_logits ** 2).mean()
+    if loss == "wgan-gp":  # eq. (14)
+        return lensed_logits.mean()
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def lens_reconstruction_loss(real, lensed):
+    """L_L^R = |x - L(x)|^2, as a mean over elements (see the module docstring)."""
+    return ((real - lensed) ** 2).mean()  # eq. (2)
+
+
+# ------------------------------------------------------------------------------------------ infrastructure
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}")
+    if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not torch.backends.mps.is_available()):
+        fail(f"device {name!r} is not available on this machine")
+    return device
+
+
+def rng_state():
+    return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))  # np.random is reseeded state-wise only
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill during the save never leaves a half-written checkpoint
+
+
+# args that may change on resume; every other one defines the run and must match the checkpoint
+RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
+             "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
+             "fid_weights", "checkpoint_every"}
+
+
+def load_checkpoint(args, models, optimizers):
+    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None)."""
+    path = Path(args.resume)
+    if args.resume == "auto":
+        found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
+                       key=lambda f: f.stat().st_mtime)
+        if not found:
+            print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
+            return None, None
+        path = found[-1]
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        for k in vars(args).keys() - RESUMABLE:
+            if ckpt["args"].get(k) != getattr(args, k):
+                raise ValueError(f"it was trained with --{k.replace('_', '-')} {ckpt['args'].get(k)}, not {getattr(args, k)}")
+        for group, modules in (("models", models), ("optimizers", optimizers)):
+            for name, module in modules.items():
+                module.load_state_dict(ckpt[group][name])
+    except Exception as e:
+        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    metrics = path.parent / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= ckpt["counters"][0]))  # drop later steps
+    print(f"resuming {path} at step {ckpt['counters'][0]}")
+    return ckpt, path.parent
+
+
+def new_run_dir(args):
+    name = f"{args.dataset}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    for n in range(1000):  # runs started in the same second get _1, _2, ...
+        run_dir = Path(args.out_dir) / (f"{name}_{n}" if n else name)
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    fail(f"cannot create a run directory under {args.out_dir}")
+
+
+@torch.no_grad()
+def sample_grid(G, z):
+    G.eval()  # BN running statistics, not the grid's own batch statistics
+    images = G(z)
+    G.train()
+    return make_grid(images, nrow=8, normalize=True, value_range=(-1, 1))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.benchmark = not args.torch_deterministic
+    dataset = make_dataset(args)
+    if len(dataset) < args.batch_size:
+        fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
+    channels = dataset[0][0].shape[0]
+
+    # ALGO LOGIC: networks and optimizers (G first, then D, then the lens: --no-lens starts from the same G and D)
+    G = Generator(args.z_dim, channels, args.image_size, args.ngf, args.loss != "lsgan").to(device)  # no BN for LSGAN (Sec. 2.4)
+    D = Discriminator(channels, args.image_size, args.ndf, args.loss == "gan").to(device)  # nor in the WGAN-GP critic
+    G.apply(xavier_init)
+    D.apply(xavier_init)
+    models = {"G": G, "D": D}
+    optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
+                  "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
+    if args.lens:
+        lens = Lens(channels, args.lens_channels).to(device)
+        lens.apply(xavier_init)
+        models["lens"] = lens
+        optimizers["lens"] = torch.optim.Adam(lens.parameters(), lr=args.lr_lens, betas=(args.beta1, args.beta2))
+        fixed_real = torch.stack([dataset[i][0] for i in range(min(64, len(dataset)))]).to(device)  # for L(x) grids
+
+    # TRY NOT TO MODIFY: resume or start a run, logging, FID setup
+    ckpt, run_dir = load_checkpoint(args, models, optimizers) if args.resume else (None, None)
+    step, batches_used, best_fid, last_fid = (ckpt or {}).get("counters", (0, 0, None, None))
+    start_rng = ckpt["rng"] if ckpt else rng_state()
+    run_dir = run_dir or new_run_dir(args)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    if args.eval_every:
+        try:
+            inception = fid.load_inception(args.fid_weights, device)
+            ref_name = args.dataset if args.dataset != "folder" else f"folder-{zlib.crc32(os.path.abspath(args.data_root).encode()):08x}"
+            ref_stats = fid.reference_statistics(dataset, ref_name, "train", args.image_size, inception, Path(args.out_dir) / "fid_stats",
+                                                 n=args.fid_samples, device=device, num_workers=args.num_workers)
+        except fid.FIDWeightsError as e:
+            fail(str(e))
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            fail("--track needs wandb: pip install wandb")
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
+                   dir=str(run_dir), sync_tensorboard=True)
+    writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    saved_step, interrupted, values = (step if ckpt else None), [], {}
+
+    def checkpoint():
+        nonlocal saved_step
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "counters": (step, batches_used, best_fid, last_fid), "args": vars(args), "rng": rng_state(),
+            "models": {k: m.state_dict() for k, m in models.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()}})
+        saved_step = step
+
+    def on_sigint(*_):
+        if interrupted:
+            raise KeyboardInterrupt  # second Ctrl-C: abort at once
+        interrupted.append(True)
+        print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    batches = infinite_batches(dataset, args, start=batches_used)
+    set_rng_state(start_rng)  # whatever the setup drew (Inception init, ...), training noise starts here
+    start_time = last_log_time = time.time()
+    last_log_step = step
+    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images) on {device}; run directory {run_dir}")
+    try:
+        while step < args.total_steps and not interrupted:
+            # ALGO LOGIC: n_critic discriminator updates on fresh real batches seen through the lens, then one lens
+            # update and one generator update
+            for _ in range(args.n_critic):
+                real = next(batches).to(device, non_blocking=True)
+                batches_used += 1
+                with torch.no_grad():
+                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
+                lensed = lens(real) if args.lens else real  # eqs. (7), (10), (13): D sees L(x) instead of x
+                real_logits, fake_logits = D(lensed.detach()), D(fake)  # detached: D's loss never trains the lens
+                loss_d = d_loss(real_logits, fake_logits, args.loss)
+                if args.loss == "wgan-gp":
+                    penalty = gradient_penalty(D, lensed, fake)
+                    loss_d = loss_d + args.gp_lambda * penalty  # eq. (13) + the penalty, between L(x) and G(z)
+                optimizers["D"].zero_grad(set_to_none=True)
+                loss_d.backward()
+                optimizers["D"].step()
+            if args.lens:  # once per iteration whatever n_critic, on the last batch, whose L(x) still has its graph
+                lam = lens_lambda(step, args.lens_k) if args.lens_lambda is None else args.lens_lambda
+                loss_lens_a = lens_adversarial_loss(D(lensed), args.loss)
+                loss_lens_r = lens_reconstruction_loss(real, lensed)
+                loss_lens = lam * loss_lens_a + loss_lens_r  # eq. (3)
+                optimizers["lens"].zero_grad(set_to_none=True)
+                loss_lens.backward(inputs=list(lens.parameters()))  # into the lens only: D is not trained by it
+                optimizers["lens"].step()
+            loss_g = g_loss(D(G(torch.randn(args.batch_size, args.z_dim, device=device))), args.loss)
+            optimizers["G"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            optimizers["G"].step()
+            step += 1
+            stats = {"d_loss": loss_d, "g_loss": loss_g,
+                     "d_real": d_score(real_logits, args.loss), "d_fake": d_score(fake_logits, args.loss)}
+            if args.loss == "wgan-gp":
+                stats["gradient_penalty"] = penalty
+            if args.lens:
+                stats.update(lens_loss=loss_lens, lens_adv_loss=loss_lens_a, lens_rec_loss=loss_lens_r,
+                             lens_lambda=loss_lens.new_tensor(lam), lens_abs_err=(real - lensed.detach()).abs().mean())
+
+            # TRY NOT TO MODIFY: non-finite check, logging, samples, FID, checkpoints
+            values = dict(zip(stats, torch.stack([v.detach().float() for v in stats.values()]).tolist()))
+            if not all(map(math.isfinite, values.values())):
+                kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "no checkpoint yet"
+                fail(f"non-finite loss at step {step} ({', '.join(f'{k} {v}' for k, v in values.items())}); stopped, {kept}", code=1)
+            record = {"step": step}
+            if step % args.log_every == 0 or step == args.total_steps:
+                sps = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
+                last_log_step, last_log_time = step, time.time()
+                record.update(values, sps=sps)
+                print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in values.items())
+                      + f" | {sps:.2f} steps/s | ETA {time.strftime('%H:%M:%S', time.gmtime((args.total_steps - step) / sps))}", flush=True)
+            if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
+                grid = sample_grid(G, fixed_z)
+                save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
+                if writer:
+                    writer.add_image("samples", grid, step)
+                if args.lens:  # the lensed real images L(x) beside the generated ones
+                    lens_grid = sample_grid(lens, fixed_real)
+                    save_image(lens_grid, run_dir / "samples" / f"lens_step_{step:07d}.png")
+                    if writer:
+                        writer.add_image("lens", lens_grid, step)
+            if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
+                noise = torch.Generator().manual_seed(args.seed + step)  # own RNG: evaluating never shifts training noise
+                G.eval()
+                with torch.no_grad():
+                    scores = fid.fid_from_generator(lambda n: G(torch.randn(n, args.z_dim, generator=noise).to(device)),
+                                                    args.fid_samples, ref_stats, inception, device=device)
+                G.train()
+                last_fid, best_fid = scores["fid"], min(scores["fid"], best_fid or math.inf)
+                record.update(fid=last_fid, inception_score=scores["is_mean"])
+                print(f"step {step}: FID {last_fid:.2f} (best {best_fid:.2f}), IS {scores['is_mean']:.2f}", flush=True)
+            if len(record) > 1:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                for k, v in record.items():
+                    if writer and k != "step":
+                        writer.add_scalar(("losses/" if k.endswith("loss") else "charts/") + k, v, step)
+            if args.checkpoint_every and step % args.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        metrics_file.close()
+        if writer:
+            writer.close()
+        if args.track:
+            wandb.finish()
+
+    summary = {"run_dir": str(run_dir), "step": step, **values, "fid": last_fid, "best_fid": best_fid,
+               "wall_time": time.time() - start_time}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if interrupted:
+        print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}", file=sys.stderr)
+        sys.exit(130)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
