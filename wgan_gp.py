@@ -1,0 +1,557 @@
+"""WGAN-GP: a Wasserstein GAN whose critic is kept 1-Lipschitz by a gradient penalty, trained as the authors did.
+
+Gulrajani et al., "Improved Training of Wasserstein GANs" (NeurIPS 2017) https://arxiv.org/abs/1704.00028.
+The critic D has no sigmoid and no BatchNorm (Sec. 4: batch statistics would make D(x_i) depend on the other samples,
+and the penalty is per sample). Equation and line numbers are the paper's:
+
+    critic    L_D = D(G(z)) - D(x) + lambda * E_x^[(||grad_x^ D(x^)||_2 - 1)^2]          (3), Algorithm 1 line 7
+              x^ = eps * x + (1 - eps) * G(z),  eps ~ U[0, 1] per sample                   Algorithm 1 lines 4-6
+    generator L_G = -D(G(z))                                                                Algorithm 1 line 12
+    logged    E[D(x)] - E[D(G(z))], the critic's estimate of the Wasserstein distance    (2)
+
+Defaults are the authors' CIFAR-10 code (github.com/igul222/improved_wgan_training; Algorithm 1 states beta1 = 0):
+--arch dcgan (gan_cifar.py, MODE wgan-gp): lambda 10, n_critic 5, Adam lr 1e-4 betas (0.5, 0.9), batch 64, z-dim 128,
+DIM (--ngf/--ndf) 128, 5x5 kernels, BN in G only, linear critic output, 200k generator iterations.
+--arch resnet (gan_cifar_resnet.py, unconditional): lr 2e-4 decayed linearly to 0 over 100k generator iterations,
+betas (0, 0.9), n_critic 5, generator batch 2 x 64, pre-activation residual blocks with 3x3 convs.
+Both use the authors' uniform "he"/Glorot initialisation. --total-steps counts generator updates. The networks are
+the authors' at --image-size 32; other powers of 2 add or drop up/downsampling stages (see the classes).
+
+Usage: python wgan_gp.py --dataset cifar10 --data-root data --eval-every 10000
+"""
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+import torchvision.transforms as T
+from torchvision.utils import make_grid, save_image
+
+import fid
+
+try:
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # tensorboard is optional: metrics.jsonl has everything
+    SummaryWriter = None
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "celeba", "stacked-mnist", "folder")
+ARCH_DEFAULTS = {  # dcgan: the authors' gan_cifar.py; resnet: their gan_cifar_resnet.py (ITERS, LR, DECAY, GEN_BS_MULTIPLE)
+    "dcgan": {"total_steps": 200_000, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "lr_decay_steps": 0, "g_batch_multiple": 1},
+    "resnet": {"total_steps": 100_000, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "lr_decay_steps": 100_000, "g_batch_multiple": 2}}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the experiment")
+    p.add_argument("--torch-deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=False, help="log to Weights & Biases")
+    p.add_argument("--wandb-project-name", default="cleangan", help="wandb project")
+    p.add_argument("--wandb-entity", default=None, help="wandb entity (team)")
+    p.add_argument("--out-dir", default="runs", help="parent folder of the run directories")
+    p.add_argument("--resume", default=None, help="checkpoint.pt to continue from, or 'auto' for the newest run of the same dataset/exp-name/seed")
+    p.add_argument("--dataset", default="cifar10", choices=DATASETS, help="training data (folder: an ImageFolder tree at --data-root)")
+    p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download the dataset if missing")
+    p.add_argument("--image-size", type=int, default=32, help="side of the square images (a power of 2, >= 16)")
+    p.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--total-steps", type=int, default=200_000, help="generator updates")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr-g", type=float, default=1e-4, help="generator learning rate")
+    p.add_argument("--lr-d", type=float, default=1e-4, help="discriminator learning rate")
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
+    p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2")
+    p.add_argument("--n-critic", type=int, default=5, help="discriminator updates per generator update")
+    p.add_argument("--z-dim", type=int, default=128, help="latent dimension")
+    p.add_argument("--log-every", type=int, default=100, help="steps between metrics lines")
+    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = only at the end)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between FID evaluations (0 = no FID)")
+    p.add_argument("--fid-samples", type=int, default=10_000, help="generated (and reference) images per FID")
+    p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (one is always written at the end)")
+    # method-specific arguments
+    p.add_argument("--arch", default="dcgan", choices=tuple(ARCH_DEFAULTS), help="the authors' CIFAR-10 networks; "
+                   "sets the defaults of --total-steps --lr-g --lr-d --beta1 --lr-decay-steps --g-batch-multiple")
+    p.add_argument("--ngf", type=int, default=128, help="generator width (the authors' DIM / DIM_G)")
+    p.add_argument("--ndf", type=int, default=128, help="critic width (the authors' DIM / DIM_D)")
+    p.add_argument("--gp-lambda", type=float, default=10.0, help="lambda of eq. (3), the gradient penalty weight")
+    p.add_argument("--lr-decay-steps", type=int, default=0, help="decay both learning rates linearly to 0 at this generator step (0 = constant)")
+    p.add_argument("--g-batch-multiple", type=int, default=1, help="generator batch = this x --batch-size")
+    pre = argparse.ArgumentParser(add_help=False)  # the arch first: its defaults show in --help and apply below
+    pre.add_argument("--arch", nargs="?")
+    p.set_defaults(**ARCH_DEFAULTS.get(pre.parse_known_args(argv)[0].arch or "dcgan", {}))
+    p.error = fail  # one error line instead of argparse's usage dump
+    args = p.parse_args(argv)
+
+    if args.image_size < 16 or args.image_size & (args.image_size - 1):
+        p.error(f"--image-size must be a power of 2 >= 16 for these networks, got {args.image_size}")
+    positive = ("batch_size", "total_steps", "n_critic", "z_dim", "log_every", "fid_samples", "lr_g", "lr_d")
+    for name in positive + ("num_workers", "sample_every", "eval_every", "checkpoint_every"):
+        value = getattr(args, name)
+        if not (value > 0 if name in positive else value >= 0):  # `not` also rejects NaN
+            p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else '>= 0'}, got {value}")
+    if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
+        p.error(f"Adam betas must be in [0, 1), got {args.beta1}, {args.beta2}")
+    # method-specific checks
+    if args.ngf <= 0 or args.ndf <= 0:
+        p.error(f"--ngf and --ndf must be positive, got {args.ngf}, {args.ndf}")
+    if not 0 <= args.gp_lambda < math.inf:
+        p.error(f"--gp-lambda must be finite and >= 0, got {args.gp_lambda}")
+    if args.lr_decay_steps < 0 or args.g_batch_multiple <= 0:
+        p.error(f"--lr-decay-steps must be >= 0 and --g-batch-multiple positive, got {args.lr_decay_steps}, {args.g_batch_multiple}")
+    if args.arch == "dcgan" and args.batch_size < 2:  # BatchNorm1d needs two samples to normalise over
+        p.error(f"--arch dcgan needs --batch-size >= 2 (its generator's first layer is batch-normalised), got {args.batch_size}")
+    return args
+
+
+def fail(message, code=2):
+    """One clear error line and a non-zero exit, never a traceback (2 = bad input, as argparse)."""
+    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class StackedMNIST(torch.utils.data.Dataset):
+    """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3,
+    lens paper Sec. 4.1.2). The digit triples are drawn once from the seed, so the dataset is reproducible."""
+
+    def __init__(self, mnist, seed):
+        self.mnist = mnist
+        self.triples = torch.randint(len(mnist), (len(mnist), 3), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self):
+        return len(self.triples)
+
+    def __getitem__(self, i):
+        digits = [self.mnist[j] for j in self.triples[i].tolist()]
+        mode = 100 * digits[0][1] + 10 * digits[1][1] + digits[2][1]
+        return torch.cat([image for image, _ in digits]), mode
+
+
+def make_dataset(args):
+    """The training set as images in [-1, 1] of shape (C, S, S); one clear error when it is missing."""
+    size, root, name = args.image_size, args.data_root, args.dataset
+    normalize = [T.ToTensor(), T.Normalize(0.5, 0.5)]
+    resize = [T.Resize(size), T.CenterCrop(size)]
+    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + normalize)  # 28 -> 32 as the lens paper
+    try:
+        if name in ("mnist", "stacked-mnist"):
+            mnist = torchvision.datasets.MNIST(root, train=True, download=args.download, transform=mnist_tf)
+            return mnist if name == "mnist" else StackedMNIST(mnist, args.seed)
+        if name == "fashion-mnist":
+            return torchvision.datasets.FashionMNIST(root, train=True, download=args.download, transform=mnist_tf)
+        if name in ("cifar10", "cifar100"):
+            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+            return cls(root, train=True, download=args.download, transform=T.Compose(resize + normalize))
+        if name == "stl10":
+            return torchvision.datasets.STL10(root, split="train+unlabeled", download=args.download, transform=T.Compose(resize + normalize))
+        if name == "celeba":  # center crop 108 (the DCGAN-tensorflow convention), then resize
+            tf = T.Compose([T.CenterCrop(108)] + resize + normalize)
+            return torchvision.datasets.CelebA(root, split="train", download=args.download, transform=tf)
+        return torchvision.datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB"))] + resize + normalize))
+    except Exception as e:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = "" if name == "folder" else " (the download failed: no internet?)" if args.download else ", or use --download"
+        fail(f"cannot load dataset {name!r} from {os.path.abspath(root)}: {why}. Put the files there{hint}.")
+
+
+def _ignore_sigint(_):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process only
+
+
+def infinite_batches(dataset, args, start=0):
+    """Yield image batches forever. Epoch e is shuffled by (seed, e) alone, so a run resumed after `start`
+    batches continues with exactly the batches the uninterrupted run would have seen."""
+    per_epoch = len(dataset) // args.batch_size
+    epoch, skip = divmod(start, per_epoch)
+    while True:
+        epoch_rng = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(dataset), generator=epoch_rng)[skip * args.batch_size: per_epoch * args.batch_size]
+        loader = torch.utils.data.DataLoader(  # its own generator: making a loader never draws from the global RNG
+            dataset, args.batch_size, sampler=order.tolist(), num_workers=args.num_workers, drop_last=True,
+            pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_sigint, generator=epoch_rng)
+        for images, _ in loader:
+            yield images
+        epoch, skip = epoch + 1, 0
+
+
+# ------------------------------------------------------------------------------------------------ networks
+def tflib_init(layer, he=True):
+    """The authors' initialisation (tflib/ops in their repo), applied in place; returns the layer. Weights uniform
+    with std sqrt(4 / (fan_in + fan_out)) ("he", their default for convolutions) or sqrt(2 / (fan_in + fan_out))
+    (Glorot: linear layers, 1x1 shortcuts, the ResNet generator's last conv); fan = channels x kernel area, with a
+    stride-s conv's fan_out and a transposed conv's fan_in divided by s^2. Biases 0; BN keeps scale 1, shift 0."""
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    n_in, n_out = (layer.in_channels, layer.out_channels) if hasattr(layer, "in_channels") else (layer.in_features, layer.out_features)
+    area, s2 = layer.weight[0, 0].numel(), getattr(layer, "stride", (1,))[0] ** 2
+    fan_in, fan_out = n_in * area / (s2 if transposed else 1), n_out * area / (1 if transposed else s2)
+    bound = math.sqrt(3 * (4 if he else 2) / (fan_in + fan_out))  # uniform(-b, b) has std b / sqrt(3)
+    nn.init.uniform_(layer.weight, -bound, bound)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Generator(nn.Module):
+    """The authors' CIFAR-10 DCGAN generator (gan_cifar.py): z -> linear -> BN (per feature) -> ReLU -> 4x4 maps,
+    then 5x5 stride-2 transposed convs with BN + ReLU halving the width down to ngf, a last one to the image, tanh.
+    At 32x32 this is their network (4, 2, 1 x DIM); other sizes add or drop a stage. PyTorch's symmetric padding
+    places the 5x5 grid one pixel off TensorFlow's 'SAME' (which pads 1 before, 2 after): same network otherwise."""
+
+    def __init__(self, z_dim, channels, image_size, ngf=128):
+        super().__init__()
+        n_up = int(math.log2(image_size)) - 2
+        width = ngf * 2 ** (n_up - 1)
+        layers = [tflib_init(nn.Linear(z_dim, 16 * width), he=False), nn.BatchNorm1d(16 * width), nn.ReLU(True),
+                  nn.Unflatten(1, (width, 4, 4))]
+        for _ in range(n_up - 1):
+            layers += [tflib_init(nn.ConvTranspose2d(width, width // 2, 5, 2, 2, output_padding=1)), nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            width //= 2
+        layers += [tflib_init(nn.ConvTranspose2d(width, channels, 5, 2, 2, output_padding=1)), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class Critic(nn.Module):
+    """The authors' CIFAR-10 DCGAN critic (gan_cifar.py, MODE wgan-gp): 5x5 stride-2 convs with LeakyReLU(0.2) and no
+    normalisation, doubling the width from ndf down to 4x4, then a linear layer to one unbounded score per image."""
+
+    def __init__(self, channels, image_size, ndf=128):
+        super().__init__()
+        layers, width = [tflib_init(nn.Conv2d(channels, ndf, 5, 2, 2)), nn.LeakyReLU(0.2)], ndf
+        for _ in range(int(math.log2(image_size)) - 3):
+            layers += [tflib_init(nn.Conv2d(width, width * 2, 5, 2, 2)), nn.LeakyReLU(0.2)]
+            width *= 2
+        layers += [nn.Flatten(), tflib_init(nn.Linear(16 * width, 1), he=False)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+class ResidualBlock(nn.Module):
+    """gan_cifar_resnet.py's ResidualBlock: shortcut(x) + conv(relu(norm(conv(relu(norm(x)))))), 3x3 convs, norm =
+    BN in G and none in the critic. resample 'up': nearest x2 before the first conv; 'down': 2x2 mean pool after the
+    second, whose input width is then c_in. first: the critic's OptimizedResBlockDisc1 (no norm/ReLU before the first
+    conv). The shortcut is the identity, or a 1x1 conv with the block's resampling; a 1x1 conv commutes with mean
+    pooling and nearest upsampling, so it runs at the lower resolution (the authors' ConvMeanPool / UpsampleConv)."""
+
+    def __init__(self, c_in, c_out, resample=None, batch_norm=False, first=False):
+        super().__init__()
+        norm = nn.BatchNorm2d if batch_norm else nn.Identity
+        up = (lambda: nn.Upsample(scale_factor=2)) if resample == "up" else nn.Identity
+        down = (lambda: nn.AvgPool2d(2)) if resample == "down" else nn.Identity
+        c_mid = c_in if resample == "down" and not first else c_out
+        pre = [] if first else [norm(c_in), nn.ReLU()]  # not in place: x is also the shortcut's input
+        self.residual = nn.Sequential(*pre, up(), tflib_init(nn.Conv2d(c_in, c_mid, 3, 1, 1)), norm(c_mid), nn.ReLU(),
+                                      tflib_init(nn.Conv2d(c_mid, c_out, 3, 1, 1)), down())
+        self.shortcut = (nn.Identity() if c_in == c_out and resample is None else
+                         nn.Sequential(down(), tflib_init(nn.Conv2d(c_in, c_out, 1), he=False), up()))
+
+    def forward(self, x):
+        return self.shortcut(x) + self.residual(x)
+
+
+class ResNetGenerator(nn.Module):
+    """gan_cifar_resnet.py's generator: z -> linear -> ngf x 4x4, one 'up' block per doubling (3 at 32x32), BN, ReLU,
+    3x3 conv to the image, tanh."""
+
+    def __init__(self, z_dim, channels, image_size, ngf=128):
+        super().__init__()
+        blocks = [ResidualBlock(ngf, ngf, "up", batch_norm=True) for _ in range(int(math.log2(image_size)) - 2)]
+        self.net = nn.Sequential(tflib_init(nn.Linear(z_dim, 16 * ngf), he=False), nn.Unflatten(1, (ngf, 4, 4)), *blocks,
+                                 nn.BatchNorm2d(ngf), nn.ReLU(), tflib_init(nn.Conv2d(ngf, channels, 3, 1, 1), he=False), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class ResNetCritic(nn.Module):
+    """gan_cifar_resnet.py's critic: 'down' blocks to 8x8 (the first one optimised; two at 32x32), two blocks
+    without resampling, ReLU, global mean pool, linear score. No normalisation (NORMALIZATION_D = False)."""
+
+    def __init__(self, channels, image_size, ndf=128):
+        super().__init__()
+        blocks = [ResidualBlock(channels, ndf, "down", first=True)]
+        blocks += [ResidualBlock(ndf, ndf, "down") for _ in range(int(math.log2(image_size)) - 4)]
+        self.net = nn.Sequential(*blocks, ResidualBlock(ndf, ndf), ResidualBlock(ndf, ndf), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), tflib_init(nn.Linear(ndf, 1), he=False))
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+NETWORKS = {"dcgan": (Generator, Critic), "resnet": (ResNetGenerator, ResNetCritic)}
+
+
+# ------------------------------------------------------------------------------------------------- losses
+def gradient_penalty(critic, real, fake, return_norms=False):
+    """E_x^[(||grad_x^ D(x^)||_2 - 1)^2], the penalty of eq. (3) without its lambda, on x^ = eps x + (1 - eps) x~ with
+    eps ~ U[0, 1] drawn per sample from the global torch RNG (Algorithm 1 lines 4-6). Norms are per sample over all
+    input dimensions; create_graph=True makes the penalty differentiable w.r.t. the critic's weights. grad_x^ of
+    sum_i D(x^_i) is each sample's own gradient because the critic has no batch statistics. return_norms=True also
+    returns the per-sample gradient norms (detached) for logging."""
+    real, fake = real.detach(), fake.detach()
+    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)  # Algorithm 1 line 6
+    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True, materialize_grads=True)
+    norms = grad.flatten(1).norm(dim=1)
+    penalty = ((norms - 1) ** 2).mean()  # eq. (3), second term
+    return (penalty, norms.detach()) if return_norms else penalty
+
+
+def linear_decay(step, decay_steps):
+    """gan_cifar_resnet.py's learning-rate factor max(0, 1 - step / decay_steps), step = generator updates done;
+    1 when decay_steps is 0. A pure function of the step: resume needs no scheduler state."""
+    return max(0.0, 1 - step / decay_steps) if decay_steps else 1.0
+
+
+# ------------------------------------------------------------------------------------------ infrastructure
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}")
+    if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not torch.backends.mps.is_available()):
+        fail(f"device {name!r} is not available on this machine")
+    return device
+
+
+def rng_state():
+    return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))  # np.random is reseeded state-wise only
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill during the save never leaves a half-written checkpoint
+
+
+# args that may change on resume; every other one defines the run and must match the checkpoint
+RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
+             "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
+             "fid_weights", "checkpoint_every"}
+
+
+def load_checkpoint(args, models, optimizers):
+    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None)."""
+    path = Path(args.resume)
+    if args.resume == "auto":
+        found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
+                       key=lambda f: f.stat().st_mtime)
+        if not found:
+            print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
+            return None, None
+        path = found[-1]
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        for k in vars(args).keys() - RESUMABLE:
+            if ckpt["args"].get(k) != getattr(args, k):
+                raise ValueError(f"it was trained with --{k.replace('_', '-')} {ckpt['args'].get(k)}, not {getattr(args, k)}")
+        for group, modules in (("models", models), ("optimizers", optimizers)):
+            for name, module in modules.items():
+                module.load_state_dict(ckpt[group][name])
+    except Exception as e:
+        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    metrics = path.parent / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= ckpt["counters"][0]))  # drop later steps
+    print(f"resuming {path} at step {ckpt['counters'][0]}")
+    return ckpt, path.parent
+
+
+def new_run_dir(args):
+    name = f"{args.dataset}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    for n in range(1000):  # runs started in the same second get _1, _2, ...
+        run_dir = Path(args.out_dir) / (f"{name}_{n}" if n else name)
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    fail(f"cannot create a run directory under {args.out_dir}")
+
+
+@torch.no_grad()
+def sample_grid(G, z):
+    G.eval()  # BN running statistics, not the grid's own batch statistics
+    images = G(z)
+    G.train()
+    return make_grid(images, nrow=8, normalize=True, value_range=(-1, 1))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.benchmark = not args.torch_deterministic
+    dataset = make_dataset(args)
+    if len(dataset) < args.batch_size:
+        fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
+    channels = dataset[0][0].shape[0]
+
+    # ALGO LOGIC: networks and optimizers (G first, then D: the same seed gives the same initial weights)
+    generator, critic = NETWORKS[args.arch]
+    G = generator(args.z_dim, channels, args.image_size, args.ngf).to(device)
+    D = critic(channels, args.image_size, args.ndf).to(device)
+    models = {"G": G, "D": D}
+    optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
+                  "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
+
+    # TRY NOT TO MODIFY: resume or start a run, logging, FID setup
+    ckpt, run_dir = load_checkpoint(args, models, optimizers) if args.resume else (None, None)
+    step, batches_used, best_fid, last_fid = (ckpt or {}).get("counters", (0, 0, None, None))
+    start_rng = ckpt["rng"] if ckpt else rng_state()
+    run_dir = run_dir or new_run_dir(args)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    if args.eval_every:
+        try:
+            inception = fid.load_inception(args.fid_weights, device)
+            ref_name = args.dataset if args.dataset != "folder" else f"folder-{zlib.crc32(os.path.abspath(args.data_root).encode()):08x}"
+            ref_stats = fid.reference_statistics(dataset, ref_name, "train", args.image_size, inception, Path(args.out_dir) / "fid_stats",
+                                                 n=args.fid_samples, device=device, num_workers=args.num_workers)
+        except fid.FIDWeightsError as e:
+            fail(str(e))
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            fail("--track needs wandb: pip install wandb")
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
+                   dir=str(run_dir), sync_tensorboard=True)
+    writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    saved_step, interrupted, values = (step if ckpt else None), [], {}
+
+    def checkpoint():
+        nonlocal saved_step
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "counters": (step, batches_used, best_fid, last_fid), "args": vars(args), "rng": rng_state(),
+            "models": {k: m.state_dict() for k, m in models.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()}})
+        saved_step = step
+
+    def on_sigint(*_):
+        if interrupted:
+            raise KeyboardInterrupt  # second Ctrl-C: abort at once
+        interrupted.append(True)
+        print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    batches = infinite_batches(dataset, args, start=batches_used)
+    set_rng_state(start_rng)  # whatever the setup drew (Inception init, ...), training noise starts here
+    start_time = last_log_time = time.time()
+    last_log_step = step
+    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images) on {device}; run directory {run_dir}")
+    try:
+        while step < args.total_steps and not interrupted:
+            # ALGO LOGIC: this step's learning rates, n_critic critic updates on fresh real batches, one generator update
+            for name, lr in (("G", args.lr_g), ("D", args.lr_d)):
+                for group in optimizers[name].param_groups:
+                    group["lr"] = lr * linear_decay(step, args.lr_decay_steps)
+            for _ in range(args.n_critic):
+                real = next(batches).to(device, non_blocking=True)
+                batches_used += 1
+                with torch.no_grad():
+                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))  # Algorithm 1 line 5
+                wasserstein = D(real).mean() - D(fake).mean()  # eq. (2)'s estimate, on this batch
+                penalty, grad_norms = gradient_penalty(D, real, fake, return_norms=True)
+                loss_d = -wasserstein + args.gp_lambda * penalty  # eq. (3), Algorithm 1 line 7
+                optimizers["D"].zero_grad(set_to_none=True)
+                loss_d.backward()
+                optimizers["D"].step()
+            z = torch.randn(args.g_batch_multiple * args.batch_size, args.z_dim, device=device)  # Algorithm 1 line 11
+            loss_g = -D(G(z)).mean()  # Algorithm 1 line 12
+            optimizers["G"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            optimizers["G"].step()
+            step += 1
+            stats = {"d_loss": loss_d, "g_loss": loss_g, "wasserstein": wasserstein, "gradient_penalty": penalty,
+                     "grad_norm": grad_norms.mean()}
+
+            # TRY NOT TO MODIFY: non-finite check, logging, samples, FID, checkpoints
+            values = dict(zip(stats, torch.stack([v.detach().float() for v in stats.values()]).tolist()))
+            if not all(map(math.isfinite, values.values())):
+                kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "no checkpoint yet"
+                fail(f"non-finite loss at step {step} ({', '.join(f'{k} {v}' for k, v in values.items())}); stopped, {kept}", code=1)
+            record = {"step": step}
+            if step % args.log_every == 0 or step == args.total_steps:
+                sps = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
+                last_log_step, last_log_time = step, time.time()
+                record.update(values, sps=sps)
+                print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in values.items())
+                      + f" | {sps:.2f} steps/s | ETA {time.strftime('%H:%M:%S', time.gmtime((args.total_steps - step) / sps))}", flush=True)
+            if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
+                grid = sample_grid(G, fixed_z)
+                save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
+                if writer:
+                    writer.add_image("samples", grid, step)
+            if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
+                noise = torch.Generator().manual_seed(args.seed + step)  # own RNG: evaluating never shifts training noise
+                G.eval()
+                with torch.no_grad():
+                    scores = fid.fid_from_generator(lambda n: G(torch.randn(n, args.z_dim, generator=noise).to(device)),
+                                                    args.fid_samples, ref_stats, inception, device=device)
+                G.train()
+                last_fid, best_fid = scores["fid"], min(scores["fid"], best_fid or math.inf)
+                record.update(fid=last_fid, inception_score=scores["is_mean"])
+                print(f"step {step}: FID {last_fid:.2f} (best {best_fid:.2f}), IS {scores['is_mean']:.2f}", flush=True)
+            if len(record) > 1:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                for k, v in record.items():
+                    if writer and k != "step":
+                        writer.add_scalar(("losses/" if k.endswith("loss") else "charts/") + k, v, step)
+            if args.checkpoint_every and step % args.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        metrics_file.close()
+        if writer:
+            writer.close()
+        if args.track:
+            wandb.finish()
+
+    summary = {"run_dir": str(run_dir), "step": step, **values, "fid": last_fid, "best_fid": best_fid,
+               "wall_time": time.time() - start_time}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if interrupted:
+        print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}", file=sys.stderr)
+        sys.exit(130)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
