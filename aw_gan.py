@@ -1,0 +1,647 @@
+"""Adaptive Weighted Discriminator: the aw-loss (Algorithm 1) on the SN-GAN.
+
+Zadorozhnyy, Cheng, Ye, "Adaptive Weighted Discriminator for Training Generative Adversarial Networks", CVPR 2021,
+https://arxiv.org/abs/2012.03149. D's loss is a sum of a real part L_r and a fake part L_f. A step along the gradient
+of the equal sum can lower one part while it raises the other (their gradients are mostly at an obtuse angle, the
+paper's Fig. 4), so the aw-loss weights the two parts anew at every D step from their gradients and D's mean scores:
+
+    L_D = w_r * L_r + w_f * L_f                                                            (2)
+    --loss hinge  L_r = E relu(1 - D(x)),   L_f = E relu(1 + D(G(z)))     L_G = -E D(G(z))          (7)  [default]
+    --loss gan    L_r = -E log D(x),        L_f = -E log(1 - D(G(z)))     L_G = -E log D(G(z))      (1)
+
+g_r, g_f: gradients of L_r, L_f w.r.t. all of D's parameters; s_r, s_f: mean sigmoid(D(.)) of the real and fake batch
+(sigmoid of the raw output, also under hinge); rr = |g_r|^2 + 1e-4, ff = |g_f|^2 + 1e-4, rf = <g_r, g_f>,
+|g_r| = sqrt(rr), |g_f| = sqrt(ff). Algorithm 1 (aw_weights), then eps is added to both weights:
+
+    s_r < alpha1 or s_r < s_f - delta   (favour real)  rf <= 0: w_r = 1/|g_r|, w_f = -rf/(ff |g_r|)   case 1 (Thm. 2 case 2)
+                                                        rf > 0:  w_r = 1/|g_r|, w_f = 0                case 2
+    s_r > alpha2 and s_r > s_f - delta  (favour fake)  rf <= 0: w_r = -rf/(rr |g_f|), w_f = 1/|g_f|   case 3 (Thm. 2 case 3)
+                                                        rf > 0:  w_r = 0, w_f = 1/|g_f|                case 4
+    otherwise                           (bisector)     w_r = 1/|g_r|, w_f = 1/|g_f|                   case 5 (Thm. 2 case 1)
+
+--no-normalize is Algorithm 2: 1/|g| -> 1 (projection weights -rf/ff, -rf/rr). The weights are numbers, not
+differentiated: D's gradient is set to w_r g_r + w_f g_f. The paper maximizes L_r, L_f by gradient ascent; we minimize
+their negatives, which flips both gradients and leaves rr, ff, rf and so the weights unchanged. --no-aw trains the
+unweighted loss L_r + L_f from the same initial weights (the SN-GAN baseline; the angle between g_r and g_f is still
+logged, the paper's Fig. 4 top).
+
+Defaults: the paper's aw-SN-GAN, i.e. the public sngan.pytorch CIFAR-10 configuration the authors built on
+(exps/sngan_cifar10.sh): ResNet G (width 256) + spectral-norm ResNet D (width 128) [--arch resnet], xavier-uniform
+conv init, z-dim 128, Adam lr 2e-4 betas (0.0, 0.9), n_critic 5, D batch 64, G batch 128, 50,000 G steps (= the paper's
+320 epochs), lr decaying linearly to 0; alpha1 0.5, alpha2 0.75, delta 0.05, eps 0.05 (Sec. 3). --arch dcgan is
+the SN-GAN paper's "standard CNN" (Miyato et al. 2018, Table 3: lReLU 0.1; widths 64/512) with N(0, 0.02) init.
+
+Usage: python aw_gan.py --dataset cifar10 --data-root data
+"""
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+from torchvision.utils import make_grid, save_image
+
+import fid
+
+try:
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # tensorboard is optional: metrics.jsonl has everything
+    SummaryWriter = None
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "celeba", "stacked-mnist", "folder")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the experiment")
+    p.add_argument("--torch-deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=False, help="log to Weights & Biases")
+    p.add_argument("--wandb-project-name", default="cleangan", help="wandb project")
+    p.add_argument("--wandb-entity", default=None, help="wandb entity (team)")
+    p.add_argument("--out-dir", default="runs", help="parent folder of the run directories")
+    p.add_argument("--resume", default=None, help="checkpoint.pt to continue from, or 'auto' for the newest run of the same dataset/exp-name/seed")
+    p.add_argument("--dataset", default="cifar10", choices=DATASETS, help="training data (folder: an ImageFolder tree at --data-root)")
+    p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download the dataset if missing")
+    p.add_argument("--image-size", type=int, default=32, help="side of the square images (a power of 2, >= 16)")
+    p.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--total-steps", type=int, default=50_000, help="generator updates")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate")
+    p.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
+    p.add_argument("--beta1", type=float, default=0.0, help="Adam beta1")
+    p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2")
+    p.add_argument("--n-critic", type=int, default=5, help="discriminator updates per generator update")
+    p.add_argument("--z-dim", type=int, default=128, help="latent dimension")
+    p.add_argument("--log-every", type=int, default=100, help="steps between metrics lines")
+    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = only at the end)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between FID evaluations (0 = no FID)")
+    p.add_argument("--fid-samples", type=int, default=10_000, help="generated (and reference) images per FID")
+    p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (one is always written at the end)")
+    # method-specific arguments
+    p.add_argument("--loss", default="hinge", choices=("hinge", "gan"), help="base loss, a sum of a real and a fake part (module docstring)")
+    p.add_argument("--arch", default="resnet", choices=("resnet", "dcgan"), help="resnet: SN-GAN ResNets; dcgan: the SN-GAN standard CNN")
+    p.add_argument("--ngf", type=int, default=None, help="generator width (default: 256 resnet, 64 dcgan)")
+    p.add_argument("--ndf", type=int, default=None, help="discriminator width (default: 128 resnet, 64 dcgan)")
+    p.add_argument("--g-batch-size", type=int, default=128, help="batch of the generator update (--batch-size is D's)")
+    p.add_argument("--lr-decay-steps", type=int, default=None, help="G steps of the linear lr decay to 0 (default: --total-steps; 0 = constant lr)")
+    p.add_argument("--aw", action=argparse.BooleanOptionalAction, default=True, help="adaptive weights; --no-aw: the unweighted loss L_r + L_f")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True, help="Algorithm 1; --no-normalize: Algorithm 2")
+    p.add_argument("--alpha1", type=float, default=0.5, help="favour the real loss while s_r < alpha1")
+    p.add_argument("--alpha2", type=float, default=0.75, help="favour the fake loss once s_r > alpha2")
+    p.add_argument("--delta", type=float, default=0.05, help="favour the real loss while s_r < s_f - delta")
+    p.add_argument("--eps", type=float, default=0.05, help="added to both weights")
+    p.error = fail  # one error line instead of argparse's usage dump
+    args = p.parse_args(argv)
+
+    if args.image_size < 16 or args.image_size & (args.image_size - 1):
+        p.error(f"--image-size must be a power of 2 >= 16 for these networks, got {args.image_size}")
+    positive = ("batch_size", "total_steps", "n_critic", "z_dim", "log_every", "fid_samples", "lr_g", "lr_d")
+    for name in positive + ("num_workers", "sample_every", "eval_every", "checkpoint_every"):
+        value = getattr(args, name)
+        if not (value > 0 if name in positive else value >= 0):  # `not` also rejects NaN
+            p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else '>= 0'}, got {value}")
+    if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
+        p.error(f"Adam betas must be in [0, 1), got {args.beta1}, {args.beta2}")
+    # method-specific checks
+    widths = {"resnet": (256, 128), "dcgan": (64, 64)}[args.arch]  # sngan.pytorch gf_dim, df_dim; SN-GAN Table 3
+    args.ngf = widths[0] if args.ngf is None else args.ngf
+    args.ndf = widths[1] if args.ndf is None else args.ndf
+    if args.lr_decay_steps is None:  # resolved here so that it is saved with the run: a resume keeps the schedule
+        args.lr_decay_steps = args.total_steps
+    for name in ("ngf", "ndf", "g_batch_size"):
+        if not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.lr_decay_steps < 0:
+        p.error(f"--lr-decay-steps must be >= 0, got {args.lr_decay_steps}")
+    if not 0 <= args.alpha1 < args.alpha2 <= 1:
+        p.error(f"need 0 <= --alpha1 < --alpha2 <= 1 (thresholds on a probability), got {args.alpha1}, {args.alpha2}")
+    if not (0 <= args.delta < math.inf and 0 <= args.eps < math.inf):
+        p.error(f"--delta and --eps must be finite and >= 0, got {args.delta}, {args.eps}")
+    return args
+
+
+def fail(message, code=2):
+    """One clear error line and a non-zero exit, never a traceback (2 = bad input, as argparse)."""
+    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class StackedMNIST(torch.utils.data.Dataset):
+    """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3,
+    lens paper Sec. 4.1.2). The digit triples are drawn once from the seed, so the dataset is reproducible."""
+
+    def __init__(self, mnist, seed):
+        self.mnist = mnist
+        self.triples = torch.randint(len(mnist), (len(mnist), 3), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self):
+        return len(self.triples)
+
+    def __getitem__(self, i):
+        digits = [self.mnist[j] for j in self.triples[i].tolist()]
+        mode = 100 * digits[0][1] + 10 * digits[1][1] + digits[2][1]
+        return torch.cat([image for image, _ in digits]), mode
+
+
+def make_dataset(args):
+    """The training set as images in [-1, 1] of shape (C, S, S); one clear error when it is missing."""
+    size, root, name = args.image_size, args.data_root, args.dataset
+    normalize = [T.ToTensor(), T.Normalize(0.5, 0.5)]
+    resize = [T.Resize(size), T.CenterCrop(size)]
+    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + normalize)  # 28 -> 32 as the lens paper
+    try:
+        if name in ("mnist", "stacked-mnist"):
+            mnist = torchvision.datasets.MNIST(root, train=True, download=args.download, transform=mnist_tf)
+            return mnist if name == "mnist" else StackedMNIST(mnist, args.seed)
+        if name == "fashion-mnist":
+            return torchvision.datasets.FashionMNIST(root, train=True, download=args.download, transform=mnist_tf)
+        if name in ("cifar10", "cifar100"):
+            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+            return cls(root, train=True, download=args.download, transform=T.Compose(resize + normalize))
+        if name == "stl10":
+            return torchvision.datasets.STL10(root, split="train+unlabeled", download=args.download, transform=T.Compose(resize + normalize))
+        if name == "celeba":  # center crop 108 (the DCGAN-tensorflow convention), then resize
+            tf = T.Compose([T.CenterCrop(108)] + resize + normalize)
+            return torchvision.datasets.CelebA(root, split="train", download=args.download, transform=tf)
+        return torchvision.datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB"))] + resize + normalize))
+    except Exception as e:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = "" if name == "folder" else " (the download failed: no internet?)" if args.download else ", or use --download"
+        fail(f"cannot load dataset {name!r} from {os.path.abspath(root)}: {why}. Put the files there{hint}.")
+
+
+def _ignore_sigint(_):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process only
+
+
+def infinite_batches(dataset, args, start=0):
+    """Yield image batches forever. Epoch e is shuffled by (seed, e) alone, so a run resumed after `start`
+    batches continues with exactly the batches the uninterrupted run would have seen."""
+    per_epoch = len(dataset) // args.batch_size
+    epoch, skip = divmod(start, per_epoch)
+    while True:
+        epoch_rng = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(dataset), generator=epoch_rng)[skip * args.batch_size: per_epoch * args.batch_size]
+        loader = torch.utils.data.DataLoader(  # its own generator: making a loader never draws from the global RNG
+            dataset, args.batch_size, sampler=order.tolist(), num_workers=args.num_workers, drop_last=True,
+            pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_sigint, generator=epoch_rng)
+        for images, _ in loader:
+            yield images
+        epoch, skip = epoch + 1, 0
+
+
+# ------------------------------------------------------------------------------------------------ networks
+def dcgan_init(m):
+    """DCGAN initialisation (Radford et al. 2016, Sec. 4): weights N(0, 0.02), BN scales N(1, 0.02)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def sngan_init(m):
+    """sngan.pytorch's --init_type xavier_uniform: conv weights xavier-uniform (gain 1), BN scales N(1, 0.02);
+    linear layers and conv biases keep PyTorch's defaults."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.xavier_uniform_(m.weight)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def spectral_norm_all(net):
+    """Spectral normalization (Miyato et al. 2018) of every conv and linear layer: W / sigma(W), sigma estimated by
+    one power iteration per forward pass in train mode. Call it after the init: the parametrization's first 15
+    power iterations then start from the initialized weights."""
+    for m in list(net.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            torch.nn.utils.parametrizations.spectral_norm(m)
+    return net
+
+
+class GenBlock(nn.Module):
+    """SN-GAN ResNet generator block (sngan.pytorch GenBlock): BN-ReLU-upsample-conv3x3-BN-ReLU-conv3x3, plus a
+    shortcut upsample-conv1x1 (nearest-neighbour upsampling by 2)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.residual = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(width, width, 3, 1, 1),
+                                      nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, width, 3, 1, 1))
+        self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(width, width, 1))
+
+    def forward(self, x):
+        return self.residual(x) + self.shortcut(x)
+
+
+class DisBlock(nn.Module):
+    """SN-GAN ResNet discriminator block (sngan.pytorch DisBlock, OptimizedDisBlock when first): ReLU-conv3x3-ReLU-
+    conv3x3[-avgpool2], plus a shortcut conv1x1[-avgpool2] (the identity when the block keeps the shape). The first
+    block reads the image: no leading ReLU, and its shortcut pools before the conv1x1."""
+
+    def __init__(self, c_in, c_out, downsample, first=False):
+        super().__init__()
+        pool = [nn.AvgPool2d(2)] if downsample else []  # stateless: one module serves both paths
+        self.residual = nn.Sequential(*([] if first else [nn.ReLU()]), nn.Conv2d(c_in, c_out, 3, 1, 1), nn.ReLU(),
+                                      nn.Conv2d(c_out, c_out, 3, 1, 1), *pool)
+        conv = [nn.Conv2d(c_in, c_out, 1)] if downsample or c_in != c_out else []
+        self.shortcut = nn.Sequential(*(pool + conv if first else conv + pool))
+
+    def forward(self, x):
+        return self.residual(x) + self.shortcut(x)
+
+
+class ResNetGenerator(nn.Module):
+    """SN-GAN ResNet generator (sngan.pytorch models/sngan_cifar10.py): z -> linear -> 4x4 x ngf, one upsampling
+    GenBlock per doubling up to S x S (3 at 32x32), BN-ReLU-conv3x3-tanh. The width stays ngf."""
+
+    def __init__(self, z_dim, channels, image_size, ngf=256):
+        super().__init__()
+        self.l1 = nn.Linear(z_dim, 4 * 4 * ngf)
+        self.net = nn.Sequential(*[GenBlock(ngf) for _ in range(int(math.log2(image_size)) - 2)],
+                                 nn.BatchNorm2d(ngf), nn.ReLU(), nn.Conv2d(ngf, channels, 3, 1, 1), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(self.l1(z).view(len(z), -1, 4, 4))
+
+
+class ResNetDiscriminator(nn.Module):
+    """SN-GAN ResNet discriminator (sngan.pytorch models/sngan_cifar10.py): downsampling blocks from S x S to 8x8
+    (two at 32x32, the first an OptimizedDisBlock), two blocks at 8x8, ReLU, sum over space, linear without bias to
+    the logit. The width stays ndf. spectral_norm_all(D) adds the spectral norm."""
+
+    def __init__(self, channels, image_size, ndf=128):
+        super().__init__()
+        downs = [DisBlock(ndf, ndf, True) for _ in range(int(math.log2(image_size)) - 4)]
+        self.net = nn.Sequential(DisBlock(channels, ndf, True, first=True), *downs, DisBlock(ndf, ndf, False),
+                                 DisBlock(ndf, ndf, False), nn.ReLU())
+        self.l5 = nn.Linear(ndf, 1, bias=False)
+
+    def forward(self, x):
+        return self.l5(self.net(x).sum((2, 3))).flatten()
+
+
+class CNNGenerator(nn.Module):
+    """The SN-GAN paper's standard CNN generator (Miyato et al. 2018, Table 3a): z -> linear -> 4x4 x 8 ngf (at 32x32),
+    BN-ReLU, 4x4 stride-2 transposed convs halving the width down to ngf at S x S (BN-ReLU), conv3x3, tanh."""
+
+    def __init__(self, z_dim, channels, image_size, ngf=64):
+        super().__init__()
+        n_up = int(math.log2(image_size)) - 2
+        width = ngf * 2 ** n_up
+        self.l0 = nn.Linear(z_dim, 4 * 4 * width)
+        layers = [nn.BatchNorm2d(width), nn.ReLU()]
+        for _ in range(n_up):
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1), nn.BatchNorm2d(width // 2), nn.ReLU()]
+            width //= 2
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, channels, 3, 1, 1), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(self.l0(z).view(len(z), -1, 4, 4))
+
+
+class CNNDiscriminator(nn.Module):
+    """The SN-GAN paper's standard CNN discriminator (Table 3b): conv3x3 to ndf, then per halving a 4x4 stride-2 conv
+    and a conv3x3 that doubles the width (64, 64, 128, 128, 256, 256, 512 at 32x32), LeakyReLU(0.1) after each, a
+    linear layer from 4x4 to the logit. spectral_norm_all(D) adds the spectral norm."""
+
+    def __init__(self, channels, image_size, ndf=64):
+        super().__init__()
+        layers, width = [nn.Conv2d(channels, ndf, 3, 1, 1), nn.LeakyReLU(0.1)], ndf
+        for _ in range(int(math.log2(image_size)) - 2):
+            layers += [nn.Conv2d(width, width, 4, 2, 1), nn.LeakyReLU(0.1), nn.Conv2d(width, 2 * width, 3, 1, 1), nn.LeakyReLU(0.1)]
+            width *= 2
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(4 * 4 * width, 1))
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+# ------------------------------------------------------------------------------------------------- losses
+def d_loss_parts(real_logits, fake_logits, loss):
+    """The real and fake parts (L_r, L_f) of D's loss, each a mean over its batch (minimized here; the paper
+    maximizes their negatives, which changes no weight of Algorithm 1)."""
+    if loss == "hinge":  # eq. (7)
+        return F.relu(1 - real_logits).mean(), F.relu(1 + fake_logits).mean()
+    if loss == "gan":  # eq. (1): -log D(x), -log(1 - D(G(z))), from the logits
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)),
+                F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def g_loss(fake_logits, loss):
+    """Generator loss, a mean over the batch."""
+    if loss == "gan":  # non-saturating: -log D(G(z))
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if loss == "hinge":
+        return -fake_logits.mean()
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def aw_weights(grad_real, grad_fake, s_r, s_f, alpha1=0.5, alpha2=0.75, delta=0.05, eps=0.05, normalized=True):
+    """Algorithm 1 (normalized) or Algorithm 2 (not): the weights (w_r, w_f) of eq. (2) as plain numbers, and the
+    case taken (1-5, numbered as in the module docstring and the authors' aw_loss.py). grad_real, grad_fake: the
+    flattened gradients g_r, g_f; s_r, s_f: D's mean scores (probabilities) on the real and fake batch. The tests
+    are strict as in Algorithm 1: s_r exactly at alpha1, alpha2 or s_f - delta takes the bisector (case 5)."""
+    rr, ff, rf = torch.stack([grad_real @ grad_real, grad_fake @ grad_fake, grad_real @ grad_fake]).tolist()
+    rr, ff = rr + 1e-4, ff + 1e-4  # as the authors: no division by zero when a gradient vanishes
+    norm_r, norm_f = (math.sqrt(rr), math.sqrt(ff)) if normalized else (1.0, 1.0)
+    if s_r < alpha1 or s_r < s_f - delta:  # favour real: w_r g_r + w_f g_f orthogonal to g_f (1) or along g_r (2)
+        case, w_r, w_f = (1, 1 / norm_r, -rf / (ff * norm_r)) if rf <= 0 else (2, 1 / norm_r, 0.0)
+    elif s_r > alpha2 and s_r > s_f - delta:  # favour fake: orthogonal to g_r (3) or along g_f (4)
+        case, w_r, w_f = (3, -rf / (rr * norm_f), 1 / norm_f) if rf <= 0 else (4, 0.0, 1 / norm_f)
+    else:  # both: the angle bisector of g_r and g_f (Theorem 2, case 1)
+        case, w_r, w_f = 5, 1 / norm_r, 1 / norm_f
+    return w_r + eps, w_f + eps, case
+
+
+def gradient_angle(grad_real, grad_fake):
+    """The angle between g_r and g_f in degrees (the paper's Fig. 4); 90 when one of them vanishes."""
+    cos = grad_real @ grad_fake / (grad_real.norm() * grad_fake.norm()).clamp_min(1e-30)
+    return torch.rad2deg(torch.acos(cos.clamp(-1, 1)))
+
+
+def aw_d_step(D, optimizer, real, fake, loss="hinge", aw=True, **aw_args):
+    """One update of D with the aw-loss (2). L_r and L_f are differentiated separately, two backward passes and no
+    third one: D's gradient is set to w_r g_r + w_f g_f, the gradient of (2) with the weights held constant.
+    aw=False: w_r = w_f = 1, the gradient of L_r + L_f. Returns the update's statistics as 0-d tensors."""
+    params = list(D.parameters())
+    real_logits, fake_logits = D(real), D(fake)  # two passes as in sngan.pytorch: each runs one SN power iteration
+    loss_real, loss_fake = d_loss_parts(real_logits, fake_logits, loss)
+    grad_real, grad_fake = (torch.cat([g.flatten() for g in torch.autograd.grad(part, params)]) for part in (loss_real, loss_fake))
+    s_r, s_f = torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()  # also under hinge
+    stats = {"d_loss": (loss_real + loss_fake).detach(), "s_r": s_r, "s_f": s_f, "angle": gradient_angle(grad_real, grad_fake)}
+    w_r, w_f = 1.0, 1.0
+    if aw:
+        w_r, w_f, case = aw_weights(grad_real, grad_fake, s_r.item(), s_f.item(), **aw_args)
+        stats |= {"w_r": s_r.new_tensor(w_r), "w_f": s_r.new_tensor(w_f)}
+        stats |= {f"case{c}": s_r.new_tensor(float(c == case)) for c in range(1, 6)}
+    grad = w_r * grad_real + w_f * grad_fake  # eq. (2)
+    for p, g in zip(params, grad.split([p.numel() for p in params])):
+        p.grad = g.view_as(p)
+    optimizer.step()
+    return stats
+
+
+def lr_factor(step, decay_steps):
+    """Linear decay to 0 after `step` generator updates (sngan.pytorch's LinearLrDecay, which counts D updates
+    up to n_critic times as many: the same line); decay_steps 0: constant."""
+    return max(0.0, 1 - step / decay_steps) if decay_steps else 1.0
+
+
+# ------------------------------------------------------------------------------------------ infrastructure
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}")
+    if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not torch.backends.mps.is_available()):
+        fail(f"device {name!r} is not available on this machine")
+    return device
+
+
+def rng_state():
+    return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))  # np.random is reseeded state-wise only
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill during the save never leaves a half-written checkpoint
+
+
+# args that may change on resume; every other one defines the run and must match the checkpoint
+RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
+             "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
+             "fid_weights", "checkpoint_every"}
+
+
+def load_checkpoint(args, models, optimizers):
+    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None)."""
+    path = Path(args.resume)
+    if args.resume == "auto":
+        found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
+                       key=lambda f: f.stat().st_mtime)
+        if not found:
+            print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
+            return None, None
+        path = found[-1]
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        for k in vars(args).keys() - RESUMABLE:
+            if ckpt["args"].get(k) != getattr(args, k):
+                raise ValueError(f"it was trained with --{k.replace('_', '-')} {ckpt['args'].get(k)}, not {getattr(args, k)}")
+        for group, modules in (("models", models), ("optimizers", optimizers)):
+            for name, module in modules.items():
+                module.load_state_dict(ckpt[group][name])
+    except Exception as e:
+        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    metrics = path.parent / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= ckpt["counters"][0]))  # drop later steps
+    print(f"resuming {path} at step {ckpt['counters'][0]}")
+    return ckpt, path.parent
+
+
+def new_run_dir(args):
+    name = f"{args.dataset}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    for n in range(1000):  # runs started in the same second get _1, _2, ...
+        run_dir = Path(args.out_dir) / (f"{name}_{n}" if n else name)
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    fail(f"cannot create a run directory under {args.out_dir}")
+
+
+@torch.no_grad()
+def sample_grid(G, z):
+    G.eval()  # BN running statistics, not the grid's own batch statistics
+    images = G(z)
+    G.train()
+    return make_grid(images, nrow=8, normalize=True, value_range=(-1, 1))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.benchmark = not args.torch_deterministic
+    dataset = make_dataset(args)
+    if len(dataset) < args.batch_size:
+        fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
+    channels = dataset[0][0].shape[0]
+
+    # ALGO LOGIC: networks and optimizers (G first, then D: the same seed gives the same initial weights)
+    Generator, Discriminator, init = {"resnet": (ResNetGenerator, ResNetDiscriminator, sngan_init),
+                                      "dcgan": (CNNGenerator, CNNDiscriminator, dcgan_init)}[args.arch]
+    G = Generator(args.z_dim, channels, args.image_size, args.ngf).to(device)
+    D = Discriminator(channels, args.image_size, args.ndf).to(device)
+    G.apply(init)
+    D.apply(init)
+    spectral_norm_all(D)
+    models = {"G": G, "D": D}
+    optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
+                  "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
+    aw_args = dict(alpha1=args.alpha1, alpha2=args.alpha2, delta=args.delta, eps=args.eps, normalized=args.normalize)
+
+    # TRY NOT TO MODIFY: resume or start a run, logging, FID setup
+    ckpt, run_dir = load_checkpoint(args, models, optimizers) if args.resume else (None, None)
+    step, batches_used, best_fid, last_fid = (ckpt or {}).get("counters", (0, 0, None, None))
+    start_rng = ckpt["rng"] if ckpt else rng_state()
+    run_dir = run_dir or new_run_dir(args)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    if args.eval_every:
+        try:
+            inception = fid.load_inception(args.fid_weights, device)
+            ref_name = args.dataset if args.dataset != "folder" else f"folder-{zlib.crc32(os.path.abspath(args.data_root).encode()):08x}"
+            ref_stats = fid.reference_statistics(dataset, ref_name, "train", args.image_size, inception, Path(args.out_dir) / "fid_stats",
+                                                 n=args.fid_samples, device=device, num_workers=args.num_workers)
+        except fid.FIDWeightsError as e:
+            fail(str(e))
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            fail("--track needs wandb: pip install wandb")
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
+                   dir=str(run_dir), sync_tensorboard=True)
+    writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    saved_step, interrupted, values = (step if ckpt else None), [], {}
+
+    def checkpoint():
+        nonlocal saved_step
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "counters": (step, batches_used, best_fid, last_fid), "args": vars(args), "rng": rng_state(),
+            "models": {k: m.state_dict() for k, m in models.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()}})
+        saved_step = step
+
+    def on_sigint(*_):
+        if interrupted:
+            raise KeyboardInterrupt  # second Ctrl-C: abort at once
+        interrupted.append(True)
+        print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    batches = infinite_batches(dataset, args, start=batches_used)
+    set_rng_state(start_rng)  # whatever the setup drew (Inception init, ...), training noise starts here
+    start_time = last_log_time = time.time()
+    last_log_step = step
+    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images) on {device}; run directory {run_dir}")
+    try:
+        while step < args.total_steps and not interrupted:
+            # ALGO LOGIC: lrs of this step, n_critic aw discriminator updates on fresh real batches, one generator update
+            for name, lr in (("G", args.lr_g), ("D", args.lr_d)):
+                for group in optimizers[name].param_groups:
+                    group["lr"] = lr * lr_factor(step, args.lr_decay_steps)
+            d_updates = []
+            for _ in range(args.n_critic):
+                real = next(batches).to(device, non_blocking=True)
+                batches_used += 1
+                with torch.no_grad():
+                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
+                d_updates.append(aw_d_step(D, optimizers["D"], real, fake, args.loss, args.aw, **aw_args))
+            loss_g = g_loss(D(G(torch.randn(args.g_batch_size, args.z_dim, device=device))), args.loss)
+            optimizers["G"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            optimizers["G"].step()
+            step += 1
+            # D's statistics: means over this step's n_critic updates; case<k>: how many of them took case k
+            d_stats = {k: torch.stack([u[k] for u in d_updates]) for k in d_updates[0]}
+            stats = {"g_loss": loss_g, **{k: v.sum() if k.startswith("case") else v.mean() for k, v in d_stats.items()}}
+
+            # TRY NOT TO MODIFY: non-finite check, logging, samples, FID, checkpoints
+            values = dict(zip(stats, torch.stack([v.detach().float() for v in stats.values()]).tolist()))
+            if not all(map(math.isfinite, values.values())):
+                kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "no checkpoint yet"
+                fail(f"non-finite loss at step {step} ({', '.join(f'{k} {v}' for k, v in values.items())}); stopped, {kept}", code=1)
+            record = {"step": step}
+            if step % args.log_every == 0 or step == args.total_steps:
+                sps = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
+                last_log_step, last_log_time = step, time.time()
+                record.update(values, sps=sps)
+                print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in values.items())
+                      + f" | {sps:.2f} steps/s | ETA {time.strftime('%H:%M:%S', time.gmtime((args.total_steps - step) / sps))}", flush=True)
+            if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
+                grid = sample_grid(G, fixed_z)
+                save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
+                if writer:
+                    writer.add_image("samples", grid, step)
+            if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
+                noise = torch.Generator().manual_seed(args.seed + step)  # own RNG: evaluating never shifts training noise
+                G.eval()
+                with torch.no_grad():
+                    scores = fid.fid_from_generator(lambda n: G(torch.randn(n, args.z_dim, generator=noise).to(device)),
+                                                    args.fid_samples, ref_stats, inception, device=device)
+                G.train()
+                last_fid, best_fid = scores["fid"], min(scores["fid"], best_fid or math.inf)
+                record.update(fid=last_fid, inception_score=scores["is_mean"])
+                print(f"step {step}: FID {last_fid:.2f} (best {best_fid:.2f}), IS {scores['is_mean']:.2f}", flush=True)
+            if len(record) > 1:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                for k, v in record.items():
+                    if writer and k != "step":
+                        writer.add_scalar(("losses/" if k.endswith("loss") else "charts/") + k, v, step)
+            if args.checkpoint_every and step % args.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        metrics_file.close()
+        if writer:
+            writer.close()
+        if args.track:
+            wandb.finish()
+
+    summary = {"run_dir": str(run_dir), "step": step, **values, "fid": last_fid, "best_fid": best_fid,
+               "wall_time": time.time() - start_time}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if interrupted:
+        print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}", file=sys.stderr)
+        sys.exit(130)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
