@@ -202,3 +202,25 @@ def test_bad_checkpoints(data_root, tmp_path, capsys):
 def test_cli_error_is_one_line_without_traceback():
     out = run_script("gan.py", "--batch-size", "0")
     assert out.returncode == 2 and out.stderr.strip() == "gan.py: error: --batch-size must be positive, got 0"
+
+
+def test_fid_during_training(data_root, tmp_path):
+    """--eval-every runs fid.py on G's samples against cached statistics of the real training set (random
+    Inception weights: the real ones cannot be downloaded here; fid.py's own tests check the network)."""
+    import fid
+    torch.manual_seed(0)
+    torch.save(fid.InceptionFeatures(weights=False).state_dict(), tmp_path / "random_inception.pth")
+    args = TINY + ["--data-root", data_root, "--total-steps", "2", "--eval-every", "2", "--fid-samples", "4",
+                   "--fid-weights", str(tmp_path / "random_inception.pth"), "--out-dir", str(tmp_path / "runs")]
+    summary = gan.main(args)
+    metrics = read_metrics(summary["run_dir"])
+    assert "fid" not in metrics[0] and math.isfinite(metrics[1]["fid"]) and metrics[1]["fid"] == summary["fid"] == summary["best_fid"]
+    assert [p.name for p in (tmp_path / "runs" / "fid_stats").iterdir()] == ["mnist_train_16px_n4.npz"]
+
+
+def test_fid_without_weights_offline_is_one_line(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("CLEANGAN_FID_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    check_bad_input(gan.main, TINY + ["--data-root", data_root, "--eval-every", "2", "--out-dir", str(tmp_path)], capsys,
+                    "pt_inception-2015-12-05-6726825d.pth", "--fid-weights")
