@@ -419,8 +419,9 @@ def fid_from_generator(generator_fn, n, ref_stats, model, batch_size=50, device=
 
 def reference_statistics(dataset, name, split, image_size, model, cache_dir, n=None, batch_size=50,
                          device=None, num_workers=0, progress=None):
-    """(mu, sigma) of the first n images (all when None) of `dataset` (images or (image, label) in [-1, 1],
-    converted like fid_from_generator's samples), cached in {cache_dir}/{name}_{split}_{image_size}px_n{n}.npz.
+    """(mu, sigma) of n images (all when None; else a fixed random subset, since datasets such as ImageFolder
+    are sorted by class) of `dataset` (images or (image, label) in [-1, 1], converted like fid_from_generator's
+    samples), cached in {cache_dir}/{name}_{split}_{image_size}px_n{n}.npz.
     The file also holds the weights' fingerprint, so statistics made with other weights are recomputed."""
     n = len(dataset) if n is None else min(n, len(dataset))
     path = os.path.join(cache_dir, f"{name}_{split}_{image_size}px_n{n}.npz")
@@ -430,6 +431,8 @@ def reference_statistics(dataset, name, split, image_size, model, cache_dir, n=N
             if "weights" in f and str(f["weights"]) == fingerprint:
                 return f["mu"], f["sigma"]
     print(f"fid: computing reference statistics of {n} {name}:{split} images -> {path}", flush=True)
+    if n < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist())
     pool3, _ = activations(dataset, model, batch_size, device, n=n, num_workers=num_workers,
                            transform=to_unit_interval, progress=progress)
     mu, sigma = statistics(pool3)

@@ -43,7 +43,7 @@ def image_folder(tmp_path):
 def run_script(script, *args, timeout=600):
     """Run a script as a user would; returns the CompletedProcess (stdout, stderr, returncode)."""
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def read_metrics(run_dir, drop=("sps",)):
