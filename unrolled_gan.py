@@ -31,6 +31,7 @@ notebook; the paper's Fig. 2 uses 10). The mode-collapse benchmark is --dataset 
 Usage: python unrolled_gan.py --dataset stacked-mnist --unroll-steps 5 --ndf 16
 """
 import argparse
+import datetime
 import json
 import math
 import os
@@ -530,7 +531,7 @@ def main(argv=None):
                 last_log_step, last_log_time = step, time.time()
                 record.update(values, sps=sps)
                 print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in values.items())
-                      + f" | {sps:.2f} steps/s | ETA {time.strftime('%H:%M:%S', time.gmtime((args.total_steps - step) / sps))}", flush=True)
+                      + f" | {sps:.2f} steps/s | ETA {datetime.timedelta(seconds=round((args.total_steps - step) / sps))}", flush=True)
             if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
                 grid = sample_grid(G, fixed_z)
                 save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")

@@ -260,12 +260,13 @@ def test_every_method_trains_and_writes_a_complete_run_dir(method, tmp_path):
     assert (run_dir / "toy2d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_unroll_steps_zero_is_the_plain_gan(tmp_path):
+@pytest.mark.parametrize("method, flags", [("unrolled", ["--unroll-steps", "0"]), ("reg", ["--gamma", "0"])])
+def test_zero_strength_is_exactly_the_plain_gan(method, flags, tmp_path):
     args = ["--steps", "30", "--out-dir", str(tmp_path), *FAST]
     gan = toy2d.main(["--method", "gan", *args])["results"]["gan"]["per_seed"][0]
-    unrolled = toy2d.main(["--method", "unrolled", "--unroll-steps", "0", *args])["results"]["unrolled"]["per_seed"][0]
+    other = toy2d.main(["--method", method, *flags, *args])["results"][method]["per_seed"][0]
     for key in ("d_loss", "g_loss", "modes", "hq", "reverse_kl"):
-        assert gan[key] == unrolled[key]
+        assert gan[key] == other[key]
 
 
 def test_seeds_mean_std_and_determinism(tmp_path):
