@@ -266,11 +266,15 @@ def weights_fingerprint(model):
 
 
 # ---- activations -> statistics -> distance, and the Inception Score
+def to_uint8(images):
+    """[-1, 1] -> 8 bits, rounded exactly as torchvision.utils.save_image writes a PNG (x * 255 + 0.5, floored)."""
+    return ((images.clamp(-1, 1) + 1) / 2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)  # truncation = floor: x >= 0
+
+
 def to_unit_interval(images):
-    """[-1, 1] -> [0, 1], rounded to 8 bits exactly as torchvision.utils.save_image writes a PNG, so the
-    numbers equal those of pytorch-fid run on saved samples (the protocol behind published FIDs)."""
-    x = (images.clamp(-1, 1) + 1) / 2
-    return x.mul(255).add(0.5).clamp(0, 255).floor().div(255)
+    """[-1, 1] (or uint8 images, already 8-bit) -> [0, 1] in 8-bit steps, so that the numbers equal those of
+    pytorch-fid run on saved samples (the protocol behind published FIDs)."""
+    return (images if images.dtype == torch.uint8 else to_uint8(images)).float().div(255)
 
 
 def _batches(source, batch_size, n, num_workers):
@@ -323,8 +327,8 @@ def activations(source, model, batch_size=50, device=None, n=None, num_workers=0
     pool3, logits, done = [], [], 0
     with torch.no_grad():
         for batch in _batches(source, batch_size, n, num_workers):
-            batch = batch.to(device, torch.float32)
-            features, scores = model(transform(batch) if transform else batch)
+            batch = batch.to(device)
+            features, scores = model((transform(batch) if transform else batch).float())
             pool3.append(features.cpu().numpy())
             logits.append(scores.cpu().numpy())
             done += len(batch)

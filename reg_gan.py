@@ -27,6 +27,7 @@ Defaults: gan.py's DCGAN, Adam lr 2e-4 betas (0.5, 0.999), batch 64 (Sec. 4.2 an
 Usage: python reg_gan.py --dataset cifar10 --batch-size 100 --gamma 2.0
 """
 import argparse
+import copy
 import datetime
 import json
 import math
@@ -45,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
+from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 import fid
@@ -73,7 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download the dataset if missing")
     p.add_argument("--image-size", type=int, default=32, help="side of the square images (a power of 2, >= 16)")
-    p.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--num-workers", type=int, default=2, help="data loader processes (decoding once when the data is held in memory)")
+    p.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=False,
+                   help="stream batches from disk even when the dataset fits in memory (IN_MEMORY_LIMIT bytes of uint8 on the device)")
     p.add_argument("--total-steps", type=int, default=100_000, help="generator updates")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate")
@@ -88,6 +92,12 @@ def parse_args(argv=None):
     p.add_argument("--fid-samples", type=int, default=10_000, help="generated (and reference) images per FID")
     p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (one is always written at the end)")
+    p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
+    p.add_argument("--generate", type=int, nargs="?", const=50_000, default=None, metavar="N",
+                   help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
+    p.add_argument("--generate-dir", default=None, help="new folder for --generate (default: generated_step<S>_n<N> in the run directory)")
+    p.add_argument("--evaluate", type=int, nargs="?", const=50_000, default=None, metavar="N",
+                   help="with --resume, no training: FID and IS of N samples (default 50,000) against N training images")
     # method-specific arguments
     p.add_argument("--loss", default="gan", choices=("gan", "mm"), help="GAN objective (see the module docstring)")
     p.add_argument("--ngf", type=int, default=64, help="generator width")
@@ -96,6 +106,7 @@ def parse_args(argv=None):
     p.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True, help="anneal gamma to 0.01 gamma0 over --total-steps")
     p.add_argument("--noise-std", type=float, default=0.0, help="null model (needs --gamma 0): white noise of this std on D's inputs")
     p.error = fail  # one error line instead of argparse's usage dump
+    checkpoint_defaults(p, argv)
     args = p.parse_args(argv)
 
     if args.image_size < 16 or args.image_size & (args.image_size - 1):
@@ -107,6 +118,13 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else '>= 0'}, got {value}")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
         p.error(f"Adam betas must be in [0, 1), got {args.beta1}, {args.beta2}")
+    if not 0 <= args.ema_decay < 1:
+        p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    for name in ("generate", "evaluate"):
+        if getattr(args, name) is not None and (getattr(args, name) <= 0 or not args.resume):
+            p.error(f"--{name} N needs N > 0 and --resume CHECKPOINT, got N = {getattr(args, name)}, --resume {args.resume}")
+    if args.generate_dir and not args.generate:
+        p.error("--generate-dir is only used with --generate N")
     # method-specific checks
     if args.ngf <= 0 or args.ndf <= 0:
         p.error(f"--ngf and --ndf must be positive, got {args.ngf}, {args.ndf}")
@@ -143,11 +161,11 @@ class StackedMNIST(torch.utils.data.Dataset):
 
 
 def make_dataset(args):
-    """The training set as images in [-1, 1] of shape (C, S, S); one clear error when it is missing."""
+    """The training set as uint8 images of shape (C, S, S) (`to_model_range` makes them [-1, 1] on the device);
+    one clear error when it is missing."""
     size, root, name = args.image_size, args.data_root, args.dataset
-    normalize = [T.ToTensor(), T.Normalize(0.5, 0.5)]
     resize = [T.Resize(size), T.CenterCrop(size)]
-    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + normalize)  # 28 -> 32 as the lens paper
+    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32 as the lens paper
     try:
         if name in ("mnist", "stacked-mnist"):
             mnist = torchvision.datasets.MNIST(root, train=True, download=args.download, transform=mnist_tf)
@@ -156,36 +174,67 @@ def make_dataset(args):
             return torchvision.datasets.FashionMNIST(root, train=True, download=args.download, transform=mnist_tf)
         if name in ("cifar10", "cifar100"):
             cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-            return cls(root, train=True, download=args.download, transform=T.Compose(resize + normalize))
+            return cls(root, train=True, download=args.download, transform=T.Compose(resize + [T.PILToTensor()]))
         if name == "stl10":
-            return torchvision.datasets.STL10(root, split="train+unlabeled", download=args.download, transform=T.Compose(resize + normalize))
+            return torchvision.datasets.STL10(root, split="train+unlabeled", download=args.download, transform=T.Compose(resize + [T.PILToTensor()]))
         if name == "celeba":  # center crop 108 (the DCGAN-tensorflow convention), then resize
-            tf = T.Compose([T.CenterCrop(108)] + resize + normalize)
+            tf = T.Compose([T.CenterCrop(108)] + resize + [T.PILToTensor()])
             return torchvision.datasets.CelebA(root, split="train", download=args.download, transform=tf)
-        return torchvision.datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB"))] + resize + normalize))
+        return torchvision.datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB"))] + resize + [T.PILToTensor()]))
     except Exception as e:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         hint = "" if name == "folder" else " (the download failed: no internet?)" if args.download else ", or use --download"
         fail(f"cannot load dataset {name!r} from {os.path.abspath(root)}: {why}. Put the files there{hint}.")
 
 
+def to_model_range(images):
+    """uint8 [0, 255] -> float [-1, 1] with the operations of ToTensor + Normalize(0.5, 0.5): the same bits."""
+    return images.float().div(255).sub(0.5).div(0.5)
+
+
 def _ignore_sigint(_):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process only
 
 
-def infinite_batches(dataset, args, start=0):
-    """Yield image batches forever. Epoch e is shuffled by (seed, e) alone, so a run resumed after `start`
-    batches continues with exactly the batches the uninterrupted run would have seen."""
+# uint8 bytes up to which the training set is decoded once and held on the training device (CIFAR-10: 150 MB,
+# STL-10 at 64 px: 1.3 GB); larger sets (CelebA at 64 px: 2.0 GB, big folders) stream from disk
+IN_MEMORY_LIMIT = 3 * 2 ** 29
+
+
+def load_images(dataset, args):
+    """Every image of `dataset` decoded once, in order, into one uint8 tensor (N, C, S, S); stacked MNIST is
+    gathered from MNIST's tensor, not decoded per triple. None when it is larger than IN_MEMORY_LIMIT or with
+    --stream-data."""
+    if args.stream_data or len(dataset) * dataset[0][0].numel() > IN_MEMORY_LIMIT:
+        return None
+    if isinstance(dataset, StackedMNIST):
+        return load_images(dataset.mnist, args)[dataset.triples].flatten(1, 2)
+    loader = torch.utils.data.DataLoader(dataset, 500, num_workers=args.num_workers, worker_init_fn=_ignore_sigint,
+                                         generator=torch.Generator())
+    return torch.cat([images for images, _ in loader])
+
+
+def infinite_batches(dataset, images, args, device, start=0):
+    """Yield batches in [-1, 1] on `device` forever: gathered by index from `images` (load_images) on the device,
+    or streamed from `dataset` by one DataLoader whose workers persist across epochs. Epoch e is shuffled by
+    (seed, e) alone, so both paths give the same batches, and a run resumed after `start` batches continues with
+    exactly the batches the uninterrupted run would have seen."""
     per_epoch = len(dataset) // args.batch_size
     epoch, skip = divmod(start, per_epoch)
+    plan = []  # this epoch's index batches: the loader reads the list anew at each iter()
+    loader = None if images is not None else torch.utils.data.DataLoader(
+        dataset, batch_sampler=plan, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+        pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint, generator=torch.Generator())  # no global RNG draw
     while True:
-        epoch_rng = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(dataset), generator=epoch_rng)[skip * args.batch_size: per_epoch * args.batch_size]
-        loader = torch.utils.data.DataLoader(  # its own generator: making a loader never draws from the global RNG
-            dataset, args.batch_size, sampler=order.tolist(), num_workers=args.num_workers, drop_last=True,
-            pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_sigint, generator=epoch_rng)
-        for images, _ in loader:
-            yield images
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
+        order = order[skip * args.batch_size: per_epoch * args.batch_size].view(-1, args.batch_size)
+        if loader is None:
+            for index in order.to(device):  # one transfer per epoch
+                yield to_model_range(images[index])
+        else:
+            plan[:] = order.tolist()
+            for batch, _ in loader:
+                yield to_model_range(batch.to(device, non_blocking=True))
         epoch, skip = epoch + 1, 0
 
 
@@ -320,20 +369,49 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+CHECKPOINT_FORMAT = 2  # 2: uint8 data pipeline, EMA generator, script name; 1 (before): refused with one line
+
+
 def save_checkpoint(path, state):
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    torch.save({"format": CHECKPOINT_FORMAT, "script": Path(__file__).name, **state}, tmp)
     os.replace(tmp, path)  # atomic: a kill during the save never leaves a half-written checkpoint
 
 
 # args that may change on resume; every other one defines the run and must match the checkpoint
 RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
              "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
-             "fid_weights", "checkpoint_every"}
+             "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate"}
+
+
+def read_checkpoint(path):
+    """A checkpoint of this script (on the CPU, whatever device wrote it); ValueError naming what is wrong."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"not a checkpoint of this version of {Path(__file__).name} (format {ckpt.get('format', 1) if isinstance(ckpt, dict) else '?'}, "
+                         f"expected {CHECKPOINT_FORMAT}); train anew or use the version that wrote it")
+    if ckpt["script"] != Path(__file__).name:
+        raise ValueError(f"it was written by {ckpt['script']}, not {Path(__file__).name}")
+    return ckpt
+
+
+def checkpoint_defaults(parser, argv):
+    """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
+    now), so that only what changes needs to be given; a run-defining flag given with another value is refused
+    by load_checkpoint."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--resume")
+    path = pre.parse_known_args(argv)[0].resume
+    try:
+        saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
+    except Exception:
+        return  # load_checkpoint reports it
+    parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
 
 
 def load_checkpoint(args, models, optimizers):
-    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None)."""
+    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None).
+    When training continues, metrics logged after the checkpoint's step are dropped (they will be logged again)."""
     path = Path(args.resume)
     if args.resume == "auto":
         found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
@@ -343,7 +421,7 @@ def load_checkpoint(args, models, optimizers):
             return None, None
         path = found[-1]
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(path)
         for k in vars(args).keys() - RESUMABLE:
             if ckpt["args"].get(k) != getattr(args, k):
                 raise ValueError(f"it was trained with --{k.replace('_', '-')} {ckpt['args'].get(k)}, not {getattr(args, k)}")
@@ -352,10 +430,11 @@ def load_checkpoint(args, models, optimizers):
                 module.load_state_dict(ckpt[group][name])
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    metrics = path.parent / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.exists() else []
-    metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= ckpt["counters"][0]))  # drop later steps
-    print(f"resuming {path} at step {ckpt['counters'][0]}")
+    if not (args.generate or args.evaluate):
+        metrics = path.parent / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= ckpt["counters"][0]))
+        print(f"resuming {path} at step {ckpt['counters'][0]}")
     return ckpt, path.parent
 
 
@@ -377,6 +456,93 @@ def sample_grid(G, z):
     images = G(z)
     G.train()
     return make_grid(images, nrow=8, normalize=True, value_range=(-1, 1))
+
+
+@torch.no_grad()
+def ema_update(G_ema, G, decay):
+    """theta_ema <- decay theta_ema + (1 - decay) theta after each G step, as sngan.pytorch (functions.py, train():
+    avg_p.mul_(0.999).add_(0.001, p.data)). Parameters only: BatchNorm running statistics are copied from G, which
+    is what sngan.pytorch evaluates too (it loads the averaged parameters into the live G, buffers untouched)."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.mul_(decay).add_(p, alpha=1 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def first_non_finite(bad, step, values):
+    """(step, values) of the first step whose logged values were not all finite, zeros while none (bad None: no
+    step yet). Kept on the device, so the loop never waits for it: it is read at log and checkpoint steps."""
+    now = torch.cat([values.new_full((1,), step), values])
+    bad = torch.zeros_like(now) if bad is None else bad
+    return torch.where((bad[0] == 0) & ~values.isfinite().all(), now, bad)
+
+
+def stop_if_non_finite(bad, names, run_dir, saved_step):
+    first, *values = bad.tolist() if bad is not None else [0]
+    if first:
+        kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "no checkpoint yet"
+        fail(f"non-finite loss at step {int(first)} ({', '.join(f'{k} {v}' for k, v in zip(names, values))}); stopped, {kept}", code=1)
+
+
+@torch.no_grad()
+def generate(G, n, args, device, batch_size=50):
+    """n samples of G in eval mode, batch by batch, from noise seeded by --seed alone: the same images each call."""
+    noise = torch.Generator().manual_seed(args.seed)
+    G.eval()
+    for start in range(0, n, batch_size):
+        yield G(torch.randn(min(batch_size, n - start), args.z_dim, generator=noise).to(device))
+
+
+def progress(label, n):
+    """A callback (done, total) printing a line with images/s and the ETA at each tenth."""
+    start, printed = time.time(), set()
+
+    def show(done, total=n):
+        if 10 * done // total not in printed:
+            printed.add(10 * done // total)
+            rate = done / max(time.time() - start, 1e-9)
+            print(f"{label}: {done}/{total} images | {rate:.0f} images/s | ETA {datetime.timedelta(seconds=round((total - done) / rate))}", flush=True)
+    return show
+
+
+def use_checkpoint(args, G, dataset, ckpt, run_dir, device):
+    """--generate N: N samples as 8-bit PNGs (rounded as fid.to_uint8) in a new folder; --evaluate N: FID and IS of
+    N samples against N training images. No training; returns what it measured."""
+    result = {"checkpoint": str(run_dir / "checkpoint.pt"), "step": ckpt["counters"][0]}
+    if args.generate:
+        out = Path(args.generate_dir or run_dir / f"generated_step{ckpt['counters'][0]:07d}_n{args.generate}")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            fail(f"{out} exists and is not an empty folder; not overwriting it (choose --generate-dir)")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            shown, done = progress(f"generating into {out}", args.generate), 0
+            for images in generate(G, args.generate, args, device):
+                for image in fid.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy():
+                    Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image).save(out / f"{done:06d}.png")
+                    done += 1
+                shown(done)
+        except OSError as e:
+            fail(f"cannot write samples to {out}: {e.strerror or e}")
+        result["generated"] = str(out)
+    if args.evaluate:
+        try:
+            inception = fid.load_inception(args.fid_weights, device)
+        except fid.FIDWeightsError as e:
+            fail(str(e))
+        ref_stats = fid.reference_statistics(dataset, reference_name(args), "train", args.image_size, inception,
+                                             Path(args.out_dir) / "fid_stats", n=args.evaluate, device=device,
+                                             num_workers=args.num_workers)
+        samples = generate(G, args.evaluate, args, device)
+        scores = fid.fid_from_generator(lambda _: next(samples), args.evaluate, ref_stats, inception, device=device,
+                                        progress=progress("evaluating", args.evaluate))
+        result |= scores
+        print(f"FID {scores['fid']:.4f} | IS {scores['is_mean']:.4f} +/- {scores['is_std']:.4f} ({args.evaluate} samples, step {result['step']})")
+    return result
+
+
+def reference_name(args):
+    """The FID statistics cache's name of the training set (a folder is named by its path's hash)."""
+    return args.dataset if args.dataset != "folder" else f"folder-{zlib.crc32(os.path.abspath(args.data_root).encode()):08x}"
 
 
 def main(argv=None):
@@ -401,8 +567,15 @@ def main(argv=None):
     optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
                   "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
 
-    # TRY NOT TO MODIFY: resume or start a run, logging, FID setup
+    # TRY NOT TO MODIFY: the EMA generator, resume or use a checkpoint, start a run, logging, FID setup
+    if args.ema_decay:  # samples and FID come from the average of G's weights
+        models["G_ema"] = copy.deepcopy(G).requires_grad_(False)
+    G_sample = models.get("G_ema", G)
     ckpt, run_dir = load_checkpoint(args, models, optimizers) if args.resume else (None, None)
+    if args.generate or args.evaluate:
+        if not ckpt:
+            fail(f"no checkpoint to use under {args.out_dir}/ (--resume auto)")
+        return use_checkpoint(args, G_sample, dataset, ckpt, run_dir, device)
     step, batches_used, best_fid, last_fid = (ckpt or {}).get("counters", (0, 0, None, None))
     start_rng = ckpt["rng"] if ckpt else rng_state()
     run_dir = run_dir or new_run_dir(args)
@@ -411,8 +584,7 @@ def main(argv=None):
     if args.eval_every:
         try:
             inception = fid.load_inception(args.fid_weights, device)
-            ref_name = args.dataset if args.dataset != "folder" else f"folder-{zlib.crc32(os.path.abspath(args.data_root).encode()):08x}"
-            ref_stats = fid.reference_statistics(dataset, ref_name, "train", args.image_size, inception, Path(args.out_dir) / "fid_stats",
+            ref_stats = fid.reference_statistics(dataset, reference_name(args), "train", args.image_size, inception, Path(args.out_dir) / "fid_stats",
                                                  n=args.fid_samples, device=device, num_workers=args.num_workers)
         except fid.FIDWeightsError as e:
             fail(str(e))
@@ -426,10 +598,12 @@ def main(argv=None):
     writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
     metrics_file = open(run_dir / "metrics.jsonl", "a")
     fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    saved_step, interrupted, values = (step if ckpt else None), [], {}
+    ema = "_ema" if args.ema_decay else ""  # metrics of the EMA generator say so in their names
+    saved_step, interrupted, values, stats, bad = (step if ckpt else None), [], {}, {}, None
 
     def checkpoint():
         nonlocal saved_step
+        stop_if_non_finite(bad, stats, run_dir, saved_step)  # never save weights that a non-finite step has touched
         save_checkpoint(run_dir / "checkpoint.pt", {
             "counters": (step, batches_used, best_fid, last_fid), "args": vars(args), "rng": rng_state(),
             "models": {k: m.state_dict() for k, m in models.items()},
@@ -443,17 +617,20 @@ def main(argv=None):
         print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    batches = infinite_batches(dataset, args, start=batches_used)
+    images = load_images(dataset, args)
+    images = images if images is None else images.to(device)
+    batches = infinite_batches(dataset, images, args, device, start=batches_used)
     set_rng_state(start_rng)  # whatever the setup drew (Inception init, ...), training noise starts here
     start_time = last_log_time = time.time()
     last_log_step = step
-    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images) on {device}; run directory {run_dir}")
+    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images, {'streamed' if images is None else 'in memory'}) "
+          f"on {device}; run directory {run_dir}")
     try:
         while step < args.total_steps and not interrupted:
             # ALGO LOGIC: n_critic discriminator updates on fresh real batches, then one generator update
             gamma = gamma_schedule(step, args.total_steps, args.gamma, args.anneal)  # one value per iteration
             for _ in range(args.n_critic):
-                real = next(batches).to(device, non_blocking=True)
+                real = next(batches)
                 batches_used += 1
                 with torch.no_grad():
                     fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
@@ -470,41 +647,43 @@ def main(argv=None):
             fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
             loss_g = g_loss(D(add_noise(fake, args.noise_std)), args.loss)  # G: unregularized; noisy Q in eq. (3)
             optimizers["G"].zero_grad(set_to_none=True)
-            loss_g.backward()
+            loss_g.backward(inputs=list(G.parameters()))  # G's gradients only: D's would be thrown away
             optimizers["G"].step()
             step += 1
             stats = {"d_loss": loss_d, "g_loss": loss_g, "d_real": d_score(real_logits), "d_fake": d_score(fake_logits),
-                     "gamma": torch.tensor(gamma, device=device)}
+                     "gamma": loss_d.new_full((), gamma)}  # a fill: a host-to-device copy would wait
             if gamma:
                 stats.update(omega=reg.omega, omega_real=reg.omega_real, omega_fake=reg.omega_fake)
 
-            # TRY NOT TO MODIFY: non-finite check, logging, samples, FID, checkpoints
-            values = dict(zip(stats, torch.stack([v.detach().float() for v in stats.values()]).tolist()))
-            if not all(map(math.isfinite, values.values())):
-                kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "no checkpoint yet"
-                fail(f"non-finite loss at step {step} ({', '.join(f'{k} {v}' for k, v in values.items())}); stopped, {kept}", code=1)
+            # TRY NOT TO MODIFY: EMA, non-finite check (read only where the host waits anyway), logging, samples, FID, checkpoints
+            if args.ema_decay:
+                ema_update(models["G_ema"], G, args.ema_decay)
+            stats_t = torch.stack([v.detach().double() for v in stats.values()])
+            bad = first_non_finite(bad, step, stats_t)
             record = {"step": step}
             if step % args.log_every == 0 or step == args.total_steps:
+                stop_if_non_finite(bad, stats, run_dir, saved_step)
+                values = dict(zip(stats, stats_t.tolist()))
                 sps = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
                 last_log_step, last_log_time = step, time.time()
                 record.update(values, sps=sps)
                 print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in values.items())
                       + f" | {sps:.2f} steps/s | ETA {datetime.timedelta(seconds=round((args.total_steps - step) / sps))}", flush=True)
             if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
-                grid = sample_grid(G, fixed_z)
+                grid = sample_grid(G_sample, fixed_z)
                 save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
                 if writer:
                     writer.add_image("samples", grid, step)
             if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
                 noise = torch.Generator().manual_seed(args.seed + step)  # own RNG: evaluating never shifts training noise
-                G.eval()
+                G_sample.eval()
                 with torch.no_grad():
-                    scores = fid.fid_from_generator(lambda n: G(torch.randn(n, args.z_dim, generator=noise).to(device)),
+                    scores = fid.fid_from_generator(lambda n: G_sample(torch.randn(n, args.z_dim, generator=noise).to(device)),
                                                     args.fid_samples, ref_stats, inception, device=device)
-                G.train()
+                G_sample.train()
                 last_fid, best_fid = scores["fid"], min(scores["fid"], best_fid or math.inf)
-                record.update(fid=last_fid, inception_score=scores["is_mean"])
-                print(f"step {step}: FID {last_fid:.2f} (best {best_fid:.2f}), IS {scores['is_mean']:.2f}", flush=True)
+                record.update({f"fid{ema}": last_fid, f"inception_score{ema}": scores["is_mean"]})
+                print(f"step {step}: FID{ema.replace('_', ' ')} {last_fid:.2f} (best {best_fid:.2f}), IS {scores['is_mean']:.2f}", flush=True)
             if len(record) > 1:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
@@ -523,13 +702,12 @@ def main(argv=None):
             wandb.finish()
 
     summary = {"run_dir": str(run_dir), "step": step, **values, "fid": last_fid, "best_fid": best_fid,
-               "wall_time": time.time() - start_time}
+               "fid_of": "G_ema" if ema else "G", "wall_time": time.time() - start_time}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if interrupted:
         print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}", file=sys.stderr)
         sys.exit(130)
     return summary
-
 
 if __name__ == "__main__":
     main()

@@ -28,8 +28,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def P(g_r, g_f):
+    """The gradient products as aw_weights takes them (plain numbers)."""
+    return aw_gan.gradient_products(g_r, g_f).tolist()
+
+
 def direction(g_r, g_f, scores, **kw):
-    w_r, w_f, case = aw_gan.aw_weights(g_r, g_f, *scores, **{"eps": 0.0, **kw})
+    w_r, w_f, case = aw_gan.aw_weights(P(g_r, g_f), *scores, **{"eps": 0.0, **kw})
     return w_r * g_r + w_f * g_f, (w_r, w_f, case)
 
 
@@ -80,10 +85,10 @@ def test_balanced_case_is_the_angle_bisector(pair):
 @pytest.mark.parametrize("scores", [FAVOUR_REAL, FAVOUR_FAKE, BOTH])
 @pytest.mark.parametrize("normalized", [True, False])
 def test_eps_is_added_to_both_weights(pair, scores, normalized):
-    w_r0, w_f0, case0 = aw_gan.aw_weights(*pair, *scores, eps=0.0, normalized=normalized)
-    w_r, w_f, case = aw_gan.aw_weights(*pair, *scores, eps=0.05, normalized=normalized)
+    w_r0, w_f0, case0 = aw_gan.aw_weights(P(*pair), *scores, eps=0.0, normalized=normalized)
+    w_r, w_f, case = aw_gan.aw_weights(P(*pair), *scores, eps=0.05, normalized=normalized)
     assert case == case0 and w_r == pytest.approx(w_r0 + 0.05, abs=1e-15) and w_f == pytest.approx(w_f0 + 0.05, abs=1e-15)
-    assert aw_gan.aw_weights(*pair, *scores, normalized=normalized) == (w_r, w_f, case)  # eps defaults to 0.05
+    assert aw_gan.aw_weights(P(*pair), *scores, normalized=normalized) == (w_r, w_f, case)  # eps defaults to 0.05
 
 
 @pytest.mark.parametrize("pair, scores, expected", [
@@ -101,13 +106,13 @@ def test_algorithm_2_without_normalization(pair, scores, expected):
 def test_orthogonal_gradients_take_the_obtuse_branch():
     """rf = 0 falls under rf <= 0 (cases 1 and 3), whose projection weight is then 0: as the acute cases."""
     g_r, g_f = T(1.0, 0.0), T(0.0, 2.0)
-    assert aw_gan.aw_weights(g_r, g_f, *FAVOUR_REAL, eps=0.0) == (1 / math.sqrt(1 + 1e-4), 0.0, 1)
-    assert aw_gan.aw_weights(g_r, g_f, *FAVOUR_FAKE, eps=0.0) == (0.0, 1 / math.sqrt(4 + 1e-4), 3)
+    assert aw_gan.aw_weights(P(g_r, g_f), *FAVOUR_REAL, eps=0.0) == (1 / math.sqrt(1 + 1e-4), 0.0, 1)
+    assert aw_gan.aw_weights(P(g_r, g_f), *FAVOUR_FAKE, eps=0.0) == (0.0, 1 / math.sqrt(4 + 1e-4), 3)
 
 
 def test_vanishing_gradient_is_safe():
     """A zero gradient (a saturated hinge part) gives finite weights thanks to the 1e-4: |g| = 0.01."""
-    w_r, w_f, case = aw_gan.aw_weights(torch.zeros(3), T(1.0, 0.0, 0.0).float(), *BOTH, eps=0.0)
+    w_r, w_f, case = aw_gan.aw_weights(P(torch.zeros(3), T(1.0, 0.0, 0.0).float()), *BOTH, eps=0.0)
     assert case == 5 and w_r == pytest.approx(100.0) and math.isfinite(w_f)
 
 
@@ -123,14 +128,14 @@ EDGES = [  # (s_r, s_f, delta, expected case with OBTUSE gradients); every numbe
 
 @pytest.mark.parametrize("s_r, s_f, delta, case", EDGES)
 def test_threshold_edges_are_strict(s_r, s_f, delta, case):
-    assert aw_gan.aw_weights(*OBTUSE, s_r, s_f, delta=delta)[2] == case
+    assert aw_gan.aw_weights(P(*OBTUSE), s_r, s_f, delta=delta)[2] == case
 
 
 def test_gradient_angle():
     a = torch.tensor([1.0, 0.0])
     for b, degrees in ((torch.tensor([0.0, 3.0]), 90), (torch.tensor([2.0, 0.0]), 0), (torch.tensor([-1.0, 1.0]), 135),
-                       (torch.tensor([-5.0, 0.0]), 180), (torch.zeros(2), 90)):
-        assert aw_gan.gradient_angle(a, b).item() == pytest.approx(degrees, abs=1e-3)
+                       (torch.tensor([-5.0, 0.0]), 180), (torch.zeros(2), 90)):  # undefined: 90, flagged by aw_d_step
+        assert aw_gan.gradient_angle(aw_gan.gradient_products(a, b)).item() == pytest.approx(degrees, abs=1e-3)
 
 
 def tiny_sn_discriminator(arch, seed=0):
@@ -277,7 +282,7 @@ def test_mnist_end_to_end(data_root, tmp_path):
     summary = aw_gan.main(SMALL + ["--data-root", data_root, "--total-steps", "4", "--out-dir", str(tmp_path)])
     run_dir, ckpt = check_run_dir(summary, 4, [2, 4])
     metrics = read_metrics(run_dir)
-    assert set(metrics[0]) == {"step", "d_loss", "g_loss", "s_r", "s_f", "angle", "w_r", "w_f"} | {f"case{c}" for c in range(1, 6)}
+    assert set(metrics[0]) == {"step", "d_loss", "g_loss", "s_r", "s_f", "angle", "grad_vanished", "w_r", "w_f"} | {f"case{c}" for c in range(1, 6)}
     for m in metrics:  # the n_critic = 2 updates of each step: a count per case, means of the rest
         assert sum(m[f"case{c}"] for c in range(1, 6)) == 2 and m["w_r"] >= 0.05 and m["w_f"] >= 0.05
         assert 0 < m["s_r"] < 1 and 0 < m["s_f"] < 1 and 0 <= m["angle"] <= 180
@@ -293,7 +298,7 @@ def test_no_aw_baseline_starts_from_the_same_weights(data_root, tmp_path):
     base = read_metrics(aw_gan.main(args + ["--out-dir", str(tmp_path / "base"), "--no-aw"])["run_dir"])
     assert {k: aw[0][k] for k in base[0] if k != "g_loss"} == {k: v for k, v in base[0].items() if k != "g_loss"}
     assert aw[0]["g_loss"] != base[0]["g_loss"] and aw[1] != base[1]
-    assert set(base[0]) == {"step", "d_loss", "g_loss", "s_r", "s_f", "angle"}
+    assert set(base[0]) == {"step", "d_loss", "g_loss", "s_r", "s_f", "angle", "grad_vanished"}
 
 
 def test_resume_is_exact(data_root, tmp_path):

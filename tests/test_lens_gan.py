@@ -12,7 +12,7 @@ import lens_gan
 from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script
 
 SMALL = TINY + ["--ngf", "8", "--ndf", "8", "--lens-channels", "4"]
-LENS_KEYS = {"lens_loss", "lens_adv_loss", "lens_rec_loss", "lens_lambda", "lens_abs_err"}
+LENS_KEYS = {"lens_loss", "lens_adv_term", "lens_rec_loss", "lens_lambda", "lens_abs_err"}
 sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
 
 
@@ -220,7 +220,7 @@ def test_mnist_end_to_end(loss, data_root, tmp_path):
     assert set(metrics[0]) == expected
     assert [m["lens_lambda"] for m in metrics] == [1.0, pytest.approx(1 - math.sqrt(2) / 2), 0.0, 0.0]  # t = 0..3, K = 2
     for m in metrics:
-        assert m["lens_loss"] == pytest.approx(m["lens_lambda"] * m["lens_adv_loss"] + m["lens_rec_loss"], rel=1e-5)  # eq. (3)
+        assert m["lens_loss"] == pytest.approx(m["lens_adv_term"] + m["lens_rec_loss"], rel=1e-5)  # eq. (3)
         assert m["lens_abs_err"] ** 2 <= m["lens_rec_loss"] * (1 + 1e-5)  # mean|e|^2 <= mean e^2
     assert set(ckpt["models"]) == set(ckpt["optimizers"]) == {"G", "D", "lens"}
     has_bn = lambda sd: any("running_mean" in k for k in sd)  # noqa: E731
