@@ -98,7 +98,8 @@ def parse_args(argv=None):
     p.add_argument("--fid-samples", type=int, default=10_000, help="generated (and reference) images per FID")
     p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (one is always written at the end)")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA of G's weights, used for samples and FID (0 = off; 0.999: sngan.pytorch's functions.py, train())")
+    p.add_argument("--ema-decay", type=float, default=0.999,
+                   help="EMA of G's weights, used for samples and FID (0 = off; 0.999: sngan.pytorch's functions.py, train())")
     p.add_argument("--generate", type=int, nargs="?", const=50_000, default=None, metavar="N",
                    help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
     p.add_argument("--generate-dir", default=None, help="new folder for --generate (default: generated_step<S>_n<N> in the run directory)")
@@ -527,14 +528,14 @@ def read_checkpoint(path):
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
     now), so that only what changes needs to be given; a run-defining flag given with another value is refused
-    by load_checkpoint."""
+    by load_checkpoint. An unreadable checkpoint stops here, before any data is loaded."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
     try:
         saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
-    except Exception:
-        return  # load_checkpoint reports it
+    except Exception as e:
+        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
 
 

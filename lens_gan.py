@@ -106,7 +106,8 @@ def parse_args(argv=None):
     p.add_argument("--ngf", type=int, default=64, help="generator width")
     p.add_argument("--ndf", type=int, default=64, help="discriminator width")
     p.add_argument("--gp-lambda", type=float, default=10.0, help="gradient penalty weight (wgan-gp only)")
-    p.add_argument("--lens", action=argparse.BooleanOptionalAction, default=True, help="train with the lens; --no-lens: the same GAN without it, from the same initial G and D")
+    p.add_argument("--lens", action=argparse.BooleanOptionalAction, default=True,
+                   help="train with the lens; --no-lens: the same GAN without it, from the same initial G and D")
     p.add_argument("--lens-channels", type=int, default=32, help="width of the lens's residual blocks")
     p.add_argument("--lr-lens", type=float, default=1e-4, help="lens learning rate (Adam, betas as G and D)")
     p.add_argument("--lens-k", type=int, default=10_000, help="K of eq. (4): lambda reaches 0 after K steps (paper: 10^5 in Sec. 2, 10k in Figs. 2, 7)")
@@ -430,14 +431,14 @@ def read_checkpoint(path):
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
     now), so that only what changes needs to be given; a run-defining flag given with another value is refused
-    by load_checkpoint."""
+    by load_checkpoint. An unreadable checkpoint stops here, before any data is loaded."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
     try:
         saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
-    except Exception:
-        return  # load_checkpoint reports it
+    except Exception as e:
+        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
 
 

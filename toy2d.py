@@ -21,7 +21,8 @@ Each `--method` is the same algorithm as its image script, on small tanh MLPs (S
 
 Networks (Metz et al.'s toy notebook): G z -> 128 -> 128 -> d, D d -> 128 -> 128 -> 1, tanh, orthogonal init
 (gain 1.4), z-dim 256, batch 512, fresh samples every step. Optimizers, the papers' toy settings (HPARAMS):
-BCE methods Adam 1e-3 betas (0.9, 0.999) (Roth et al.), wgan-gp Adam 1e-4 betas (0.5, 0.9), 5 critic steps. Metrics (VEEGAN / PacGAN protocol) on 2,500 samples: modes captured, % high-quality
+BCE methods Adam 1e-3 betas (0.9, 0.999) (Roth et al.), wgan-gp Adam 1e-4 betas (0.5, 0.9), 5 critic steps.
+Metrics (VEEGAN / PacGAN protocol) on 2,500 samples: modes captured, % high-quality
 samples (within 3 std of the nearest mean), reverse KL of the nearest-mode histogram to the uniform one.
 
 Usage: python toy2d.py                      # every method on ring8, one seed, 1500 steps (the demo, ~4 min)

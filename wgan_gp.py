@@ -426,14 +426,14 @@ def read_checkpoint(path):
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
     now), so that only what changes needs to be given; a run-defining flag given with another value is refused
-    by load_checkpoint."""
+    by load_checkpoint. An unreadable checkpoint stops here, before any data is loaded."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
     try:
         saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
-    except Exception:
-        return  # load_checkpoint reports it
+    except Exception as e:
+        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
 
 
