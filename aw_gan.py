@@ -525,6 +525,12 @@ def read_checkpoint(path):
     return ckpt
 
 
+def newest_checkpoint(args):
+    """--resume auto: the newest checkpoint of this dataset, exp-name and seed under --out-dir, or None."""
+    found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
     now), so that only what changes needs to be given; a run-defining flag given with another value is refused
@@ -532,8 +538,9 @@ def checkpoint_defaults(parser, argv):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
+    path = newest_checkpoint(parser.parse_known_args(argv)[0]) if path == "auto" else path
     try:
-        saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
+        saved = read_checkpoint(path)["args"] if path else {}
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
@@ -542,14 +549,10 @@ def checkpoint_defaults(parser, argv):
 def load_checkpoint(args, models, optimizers):
     """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None).
     When training continues, metrics logged after the checkpoint's step are dropped (they will be logged again)."""
-    path = Path(args.resume)
-    if args.resume == "auto":
-        found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
-                       key=lambda f: f.stat().st_mtime)
-        if not found:
-            print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
-            return None, None
-        path = found[-1]
+    path = Path(args.resume) if args.resume != "auto" else newest_checkpoint(args)
+    if path is None:
+        print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
+        return None, None
     try:
         ckpt = read_checkpoint(path)
         for k in vars(args).keys() - RESUMABLE:

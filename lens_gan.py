@@ -143,6 +143,11 @@ def parse_args(argv=None):
         p.error(f"--lens-channels, --lens-k and --lr-lens must be positive, got {args.lens_channels}, {args.lens_k}, {args.lr_lens}")
     if not (0 <= args.gp_lambda < math.inf and (args.lens_lambda is None or 0 <= args.lens_lambda < math.inf)):
         p.error(f"--gp-lambda and --lens-lambda must be finite and >= 0, got {args.gp_lambda}, {args.lens_lambda}")
+    ignored = [k for k in ("lens_channels", "lr_lens", "lens_k", "lens_lambda") if getattr(args, k) != p.get_default(k)]
+    if not args.lens and ignored:
+        p.error(f"{', '.join('--' + k.replace('_', '-') for k in ignored)} would be ignored: --no-lens trains without the lens")
+    if args.lens_lambda is not None and "lens_k" in ignored:
+        p.error("--lens-k would be ignored: a fixed --lens-lambda replaces the schedule of eq. (4)")
     return args
 
 
@@ -428,6 +433,12 @@ def read_checkpoint(path):
     return ckpt
 
 
+def newest_checkpoint(args):
+    """--resume auto: the newest checkpoint of this dataset, exp-name and seed under --out-dir, or None."""
+    found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
     now), so that only what changes needs to be given; a run-defining flag given with another value is refused
@@ -435,8 +446,9 @@ def checkpoint_defaults(parser, argv):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
+    path = newest_checkpoint(parser.parse_known_args(argv)[0]) if path == "auto" else path
     try:
-        saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
+        saved = read_checkpoint(path)["args"] if path else {}
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
@@ -445,14 +457,10 @@ def checkpoint_defaults(parser, argv):
 def load_checkpoint(args, models, optimizers):
     """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None).
     When training continues, metrics logged after the checkpoint's step are dropped (they will be logged again)."""
-    path = Path(args.resume)
-    if args.resume == "auto":
-        found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
-                       key=lambda f: f.stat().st_mtime)
-        if not found:
-            print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
-            return None, None
-        path = found[-1]
+    path = Path(args.resume) if args.resume != "auto" else newest_checkpoint(args)
+    if path is None:
+        print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
+        return None, None
     try:
         ckpt = read_checkpoint(path)
         for k in vars(args).keys() - RESUMABLE:
@@ -600,8 +608,11 @@ def main(argv=None):
     optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
                   "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
     if args.lens:
-        lens = Lens(channels, args.lens_channels).to(device)
-        lens.apply(xavier_init)
+        with torch.random.fork_rng(devices=[]):  # its own seed: both arms draw the same training noise after this
+            torch.manual_seed(args.seed + 1)
+            lens = Lens(channels, args.lens_channels)
+            lens.apply(xavier_init)
+        lens = lens.to(device)
         models["lens"] = lens
         optimizers["lens"] = torch.optim.Adam(lens.parameters(), lr=args.lr_lens, betas=(args.beta1, args.beta2))
         fixed_real = to_model_range(torch.stack([dataset[i][0] for i in range(min(64, len(dataset)))])).to(device)  # for L(x) grids

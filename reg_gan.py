@@ -14,7 +14,7 @@ phi, D(x) = sigmoid(phi(x)), eqs. (22) and (30):
     Omega   = E_P[(1 - D(x))^2 |grad_x phi(x)|^2] + E_Q[D(x~)^2 |grad_x~ phi(x~)|^2]      js_regularizer
     L_D     = -E_P[log D(x)] - E_Q[log(1 - D(x~))] + gamma_t / 2 * Omega              eqs. (2), (27)
     L_G     = -E_Q[log D(x~)]  (--loss gan)  |  E_Q[log(1 - D(x~))]  (--loss mm: eq. 2, the authors' toy code)
-    gamma_t = gamma0 * 0.01^(t / T)  with --anneal (t: generator steps done, T: --total-steps)  gamma_schedule
+    gamma_t = gamma0 * 0.01^(t / T)  with --anneal (t: generator steps done, T: --anneal-steps)  gamma_schedule
 
 Omega is the non-negative term in braces of eqs. (22)/(30) (the paper writes Omega_JS with a leading minus), as in the
 authors' code. --gamma 0: the unregularized baseline from the same initial weights. --noise-std sigma: Sec. 4.2's
@@ -103,7 +103,9 @@ def parse_args(argv=None):
     p.add_argument("--ngf", type=int, default=64, help="generator width")
     p.add_argument("--ndf", type=int, default=64, help="discriminator width")
     p.add_argument("--gamma", type=float, default=2.0, help="gamma0 in D's loss + gamma/2 Omega (0 = unregularized baseline)")
-    p.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True, help="anneal gamma to 0.01 gamma0 over --total-steps")
+    p.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True, help="anneal gamma to decay-factor x gamma0 over --anneal-steps")
+    p.add_argument("--anneal-steps", type=int, default=None, help="T of the annealing (default: --total-steps, fixed when the run starts)")
+    p.add_argument("--decay-factor", type=float, default=0.01, help="gamma_T / gamma0 (the authors' --decay_factor)")
     p.add_argument("--noise-std", type=float, default=0.0, help="null model (needs --gamma 0): white noise of this std on D's inputs")
     p.error = fail  # one error line instead of argparse's usage dump
     checkpoint_defaults(p, argv)
@@ -128,6 +130,10 @@ def parse_args(argv=None):
     # method-specific checks
     if args.ngf <= 0 or args.ndf <= 0:
         p.error(f"--ngf and --ndf must be positive, got {args.ngf}, {args.ndf}")
+    if args.anneal_steps is None:  # resolved here so that it is saved with the run: extending a run keeps its curve
+        args.anneal_steps = args.total_steps
+    if args.anneal_steps <= 0 or not 0 < args.decay_factor <= 1:
+        p.error(f"--anneal-steps must be positive and --decay-factor in (0, 1], got {args.anneal_steps}, {args.decay_factor}")
     for name in ("gamma", "noise_std"):
         if not 0 <= getattr(args, name) < math.inf:
             p.error(f"--{name.replace('_', '-')} must be finite and >= 0, got {getattr(args, name)}")
@@ -325,15 +331,16 @@ def js_regularizer(discriminator, real, fake):
     real_logits, fake_logits = discriminator(real), discriminator(fake)  # two passes: BN statistics as in the GAN loss
     grad_real, grad_fake = torch.autograd.grad(real_logits.sum() + fake_logits.sum(), (real, fake), create_graph=True,
                                                materialize_grads=True)  # a constant phi has zero gradient, not None
-    omega_real = ((1 - torch.sigmoid(real_logits)) ** 2 * grad_real.flatten(1).pow(2).sum(1)).mean()  # eq. (30)
+    omega_real = (torch.sigmoid(-real_logits) ** 2 * grad_real.flatten(1).pow(2).sum(1)).mean()  # eq. (30): 1 - D(x), no underflow
     omega_fake = (torch.sigmoid(fake_logits) ** 2 * grad_fake.flatten(1).pow(2).sum(1)).mean()  # eq. (30)
     return JSRegularizer(omega_real + omega_fake, omega_real, omega_fake, real_logits, fake_logits)  # eq. (22)
 
 
-def gamma_schedule(step, total_steps, gamma0, anneal):
-    """gamma_t = gamma0 * 0.01^(t/T), t = generator steps done (0 at the first), T = total steps: exponential
-    decay to 1% as in the authors' code (their DCGAN code divides by T - 1, their toy code counts t from 1)."""
-    return gamma0 * 0.01 ** (step / total_steps) if anneal else gamma0
+def gamma_schedule(step, anneal_steps, gamma0, anneal, decay_factor=0.01):
+    """gamma_t = gamma0 * decay_factor^(t/T), t = generator steps done (0 at the first), T = --anneal-steps:
+    exponential decay to 1% as in the authors' code (their DCGAN code divides by T - 1, their toy code counts t
+    from 1); past T (a run extended on resume) gamma stays at decay_factor * gamma0."""
+    return gamma0 * decay_factor ** (min(step, anneal_steps) / anneal_steps) if anneal else gamma0
 
 
 def add_noise(x, std):
@@ -395,6 +402,12 @@ def read_checkpoint(path):
     return ckpt
 
 
+def newest_checkpoint(args):
+    """--resume auto: the newest checkpoint of this dataset, exp-name and seed under --out-dir, or None."""
+    found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
     now), so that only what changes needs to be given; a run-defining flag given with another value is refused
@@ -402,8 +415,9 @@ def checkpoint_defaults(parser, argv):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
+    path = newest_checkpoint(parser.parse_known_args(argv)[0]) if path == "auto" else path
     try:
-        saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
+        saved = read_checkpoint(path)["args"] if path else {}
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
@@ -412,14 +426,10 @@ def checkpoint_defaults(parser, argv):
 def load_checkpoint(args, models, optimizers):
     """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None).
     When training continues, metrics logged after the checkpoint's step are dropped (they will be logged again)."""
-    path = Path(args.resume)
-    if args.resume == "auto":
-        found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
-                       key=lambda f: f.stat().st_mtime)
-        if not found:
-            print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
-            return None, None
-        path = found[-1]
+    path = Path(args.resume) if args.resume != "auto" else newest_checkpoint(args)
+    if path is None:
+        print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
+        return None, None
     try:
         ckpt = read_checkpoint(path)
         for k in vars(args).keys() - RESUMABLE:
@@ -628,7 +638,7 @@ def main(argv=None):
     try:
         while step < args.total_steps and not interrupted:
             # ALGO LOGIC: n_critic discriminator updates on fresh real batches, then one generator update
-            gamma = gamma_schedule(step, args.total_steps, args.gamma, args.anneal)  # one value per iteration
+            gamma = gamma_schedule(step, args.anneal_steps, args.gamma, args.anneal, args.decay_factor)  # one per iteration
             for _ in range(args.n_critic):
                 real = next(batches)
                 batches_used += 1
@@ -642,7 +652,7 @@ def main(argv=None):
                     real_logits, fake_logits = D(real), D(fake)
                 loss_d = d_loss(real_logits, fake_logits, args.loss)
                 optimizers["D"].zero_grad(set_to_none=True)
-                (loss_d + gamma / 2 * reg.omega if gamma else loss_d).backward()  # eq. (27): max F - gamma/2 Omega
+                (loss_d + gamma / 2 * reg.omega if gamma else loss_d).backward(inputs=list(D.parameters()))  # eq. (27); not the inputs
                 optimizers["D"].step()
             fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
             loss_g = g_loss(D(add_noise(fake, args.noise_std)), args.loss)  # G: unregularized; noisy Q in eq. (3)

@@ -50,7 +50,7 @@ except ImportError:  # tensorboard is optional: metrics.jsonl has everything
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "celeba", "stacked-mnist", "folder")
 ARCH_DEFAULTS = {  # dcgan: the authors' gan_cifar.py; resnet: their gan_cifar_resnet.py (ITERS, LR, DECAY, GEN_BS_MULTIPLE)
     "dcgan": {"total_steps": 200_000, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "lr_decay_steps": 0, "g_batch_multiple": 1},
-    "resnet": {"total_steps": 100_000, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "lr_decay_steps": 100_000, "g_batch_multiple": 2}}
+    "resnet": {"total_steps": 100_000, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "lr_decay_steps": None, "g_batch_multiple": 2}}  # None: --total-steps
 
 
 def parse_args(argv=None):
@@ -75,10 +75,10 @@ def parse_args(argv=None):
     p.add_argument("--total-steps", type=int, default=200_000, help="generator updates")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr-g", type=float, default=1e-4, help="generator learning rate")
-    p.add_argument("--lr-d", type=float, default=1e-4, help="discriminator learning rate")
+    p.add_argument("--lr-d", type=float, default=1e-4, help="critic learning rate")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2")
-    p.add_argument("--n-critic", type=int, default=5, help="discriminator updates per generator update")
+    p.add_argument("--n-critic", type=int, default=5, help="critic updates per generator update")
     p.add_argument("--z-dim", type=int, default=128, help="latent dimension")
     p.add_argument("--log-every", type=int, default=100, help="steps between metrics lines")
     p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = only at the end)")
@@ -98,8 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--ngf", type=int, default=128, help="generator width (the authors' DIM / DIM_G)")
     p.add_argument("--ndf", type=int, default=128, help="critic width (the authors' DIM / DIM_D)")
     p.add_argument("--gp-lambda", type=float, default=10.0, help="lambda of eq. (3), the gradient penalty weight")
-    p.add_argument("--lr-decay-steps", type=int, default=0, help="decay both learning rates linearly to 0 at this generator step (0 = constant)")
-    p.add_argument("--g-batch-multiple", type=int, default=1, help="generator batch = this x --batch-size")
+    p.add_argument("--lr-decay-steps", type=int, help="decay both learning rates linearly to 0 at this generator step (0 = constant; "
+                   "resnet: --total-steps, fixed when the run starts, as the authors' lr decays over ITERS)")
+    p.add_argument("--g-batch-multiple", type=int, help="generator batch = this x --batch-size")
     pre = argparse.ArgumentParser(add_help=False)  # the arch first: its defaults show in --help and apply below
     pre.add_argument("--arch", nargs="?")
     p.set_defaults(**ARCH_DEFAULTS.get(pre.parse_known_args(argv)[0].arch or "dcgan", {}))
@@ -128,6 +129,8 @@ def parse_args(argv=None):
         p.error(f"--ngf and --ndf must be positive, got {args.ngf}, {args.ndf}")
     if not 0 <= args.gp_lambda < math.inf:
         p.error(f"--gp-lambda must be finite and >= 0, got {args.gp_lambda}")
+    if args.lr_decay_steps is None:  # resolved here so that it is saved with the run: extending a run keeps its decay
+        args.lr_decay_steps = args.total_steps
     if args.lr_decay_steps < 0 or args.g_batch_multiple <= 0:
         p.error(f"--lr-decay-steps must be >= 0 and --g-batch-multiple positive, got {args.lr_decay_steps}, {args.g_batch_multiple}")
     if args.arch == "dcgan" and args.batch_size < 2:  # BatchNorm1d needs two samples to normalise over
@@ -423,6 +426,12 @@ def read_checkpoint(path):
     return ckpt
 
 
+def newest_checkpoint(args):
+    """--resume auto: the newest checkpoint of this dataset, exp-name and seed under --out-dir, or None."""
+    found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
     now), so that only what changes needs to be given; a run-defining flag given with another value is refused
@@ -430,8 +439,9 @@ def checkpoint_defaults(parser, argv):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
+    path = newest_checkpoint(parser.parse_known_args(argv)[0]) if path == "auto" else path
     try:
-        saved = read_checkpoint(path)["args"] if path and path != "auto" else {}
+        saved = read_checkpoint(path)["args"] if path else {}
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
@@ -440,14 +450,10 @@ def checkpoint_defaults(parser, argv):
 def load_checkpoint(args, models, optimizers):
     """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None).
     When training continues, metrics logged after the checkpoint's step are dropped (they will be logged again)."""
-    path = Path(args.resume)
-    if args.resume == "auto":
-        found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"),
-                       key=lambda f: f.stat().st_mtime)
-        if not found:
-            print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
-            return None, None
-        path = found[-1]
+    path = Path(args.resume) if args.resume != "auto" else newest_checkpoint(args)
+    if path is None:
+        print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
+        return None, None
     try:
         ckpt = read_checkpoint(path)
         for k in vars(args).keys() - RESUMABLE:

@@ -335,11 +335,16 @@ def test_bad_arguments(args, expected, capsys):
 
 
 def test_resume_keeps_the_lr_schedule(data_root, tmp_path, capsys):
-    """--lr-decay-steps defaults to --total-steps when the run starts; extending the run must say so explicitly."""
+    """--lr-decay-steps defaults to --total-steps when the run starts and is saved: extending the run keeps the
+    schedule (lr 0 from step 1 on here); another horizon given on resume is refused."""
     args = SMALL + ["--data-root", data_root, "--out-dir", str(tmp_path), "--n-critic", "1"]
     aw_gan.main(args + ["--total-steps", "1"])
-    check_bad_input(aw_gan.main, args + ["--total-steps", "2", "--resume", "auto"], capsys, "cannot resume", "--lr-decay-steps 1")
-    assert aw_gan.main(args + ["--total-steps", "2", "--resume", "auto", "--lr-decay-steps", "1"])["step"] == 2
+    check_bad_input(aw_gan.main, args + ["--total-steps", "2", "--resume", "auto", "--lr-decay-steps", "2"], capsys,
+                    "cannot resume", "--lr-decay-steps 1")
+    summary = aw_gan.main(args + ["--total-steps", "2", "--resume", "auto"])
+    ckpt = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)
+    assert summary["step"] == 2 and ckpt["args"]["lr_decay_steps"] == 1
+    assert ckpt["optimizers"]["D"]["param_groups"][0]["lr"] == 0.0
 
 
 def test_cli_error_is_one_line_without_traceback():

@@ -198,7 +198,7 @@ def test_no_lens_starts_from_the_same_g_and_d(data_root, tmp_path, adam_spy):
     made, _ = adam_spy
     args = SMALL + ["--data-root", data_root, "--total-steps", "2", "--out-dir", str(tmp_path)]
     lens_gan.main(args)
-    baseline = lens_gan.main(args + ["--no-lens"])
+    baseline = lens_gan.main([a for a in args if a not in ("--lens-channels", "4")] + ["--no-lens"])  # lens flags: refused
     lens_gan.main(args + ["--seed", "2"])
     (g, d, lens), (g0, d0), (g2, *_) = made[:3], made[3:5], made[5:]
     assert all(torch.equal(a, b) for a, b in zip(g.initial + d.initial, g0.initial + d0.initial))
@@ -206,6 +206,8 @@ def test_no_lens_starts_from_the_same_g_and_d(data_root, tmp_path, adam_spy):
     assert len(lens.initial) == 2 * 18  # 18 convs (weight, bias) in the lens run only
     run_dir, ckpt = check_run_dir(baseline, 2, [2])
     assert set(read_metrics(run_dir)[0]) == {"step", "d_loss", "g_loss", "d_real", "d_fake"}
+    lensed = read_metrics(next(p for p in tmp_path.glob("mnist__lens_gan__1__*") if str(p) != baseline["run_dir"]))
+    assert lensed[0]["d_fake"] == read_metrics(run_dir)[0]["d_fake"]  # same D, G and noise z: the lens draws no training noise
     assert set(ckpt["models"]) == {"G", "D"} and not list((run_dir / "samples").glob("lens_*"))
 
 
@@ -228,9 +230,8 @@ def test_mnist_end_to_end(loss, data_root, tmp_path):
 
 
 def test_fixed_lambda(data_root, tmp_path):
-    summary = lens_gan.main(SMALL + ["--data-root", data_root, "--total-steps", "2", "--lens-lambda", "1",
-                                     "--lens-k", "1", "--out-dir", str(tmp_path)])
-    assert [m["lens_lambda"] for m in read_metrics(summary["run_dir"])] == [1.0, 1.0]
+    summary = lens_gan.main(SMALL + ["--data-root", data_root, "--total-steps", "2", "--lens-lambda", "0.5", "--out-dir", str(tmp_path)])
+    assert [m["lens_lambda"] for m in read_metrics(summary["run_dir"])] == [0.5, 0.5]  # the schedule would give 1 at t = 0
 
 
 def test_resume_is_exact_with_the_lens(data_root, tmp_path):
@@ -281,4 +282,26 @@ def test_bad_arguments(args, expected, capsys):
 def test_resume_with_a_different_lens_setting_is_refused(data_root, tmp_path, capsys):
     summary = lens_gan.main(SMALL + ["--data-root", data_root, "--total-steps", "1", "--out-dir", str(tmp_path)])
     ckpt = str(Path(summary["run_dir"]) / "checkpoint.pt")
-    check_bad_input(lens_gan.main, SMALL + ["--data-root", data_root, "--resume", ckpt, "--no-lens"], capsys, "--lens")
+    check_bad_input(lens_gan.main, TINY + ["--ngf", "8", "--ndf", "8", "--data-root", data_root, "--resume", ckpt, "--no-lens"], capsys, "--lens")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--no-lens", "--lens-channels", "8"], ["--lens-channels", "would be ignored", "--no-lens"]),
+    (["--no-lens", "--lr-lens", "1e-3", "--lens-k", "5"], ["--lr-lens, --lens-k", "would be ignored"]),
+    (["--no-lens", "--lens-lambda", "1"], ["--lens-lambda", "would be ignored"]),
+    (["--lens-lambda", "1", "--lens-k", "5"], ["--lens-k would be ignored", "--lens-lambda"]),
+])
+def test_flags_that_would_be_ignored_are_refused(args, expected, capsys):
+    check_bad_input(lens_gan.main, args, capsys, *expected)
+
+
+def test_lens_update_at_lambda_zero_is_the_reconstruction_update_bit_for_bit():
+    """lambda = 0 skips D(L(x)): the lens gradient of 0 * L^A + L^R equals that of L^R alone, bit for bit."""
+    torch.manual_seed(0)
+    lens, D = lens_gan.Lens(1, 4), lens_gan.Discriminator(1, 16, 8)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    lensed = lens(x)
+    with_term = 0.0 * lens_gan.lens_adversarial_loss(D(lensed), "gan") + lens_gan.lens_reconstruction_loss(x, lensed)
+    a = torch.autograd.grad(with_term, list(lens.parameters()), retain_graph=True)
+    b = torch.autograd.grad(lens_gan.lens_reconstruction_loss(x, lensed), list(lens.parameters()))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))

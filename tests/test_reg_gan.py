@@ -141,6 +141,20 @@ def test_gamma_schedule():
     assert reg.gamma_schedule(100, 100, 2.0, True) == pytest.approx(0.02)  # 1% of gamma0 at T
     assert [reg.gamma_schedule(t, 100, 2.0, False) for t in (0, 50, 99)] == [2.0, 2.0, 2.0]
     assert reg.gamma_schedule(50, 100, 0.0, True) == 0.0
+    assert reg.gamma_schedule(150, 100, 2.0, True) == pytest.approx(0.02)  # past T (an extended run): stays at 1%
+    assert reg.gamma_schedule(50, 100, 2.0, True, decay_factor=0.25) == pytest.approx(1.0)  # 2 * 0.25^0.5
+
+
+def test_extending_a_run_keeps_its_annealing_curve(data_root, tmp_path, capsys):
+    """One rule for every schedule: its horizon is resolved when the run starts (default --total-steps) and saved;
+    --resume PATH --total-steps 6 continues the 3-step curve (then flat at 1%), another --anneal-steps is refused."""
+    args = TINY + SMALL + ["--data-root", data_root, "--out-dir", str(tmp_path)]
+    first = reg.main(args + ["--total-steps", "3"])
+    ckpt = str(Path(first["run_dir"]) / "checkpoint.pt")
+    reg.main(["--resume", ckpt, "--total-steps", "6"])
+    gammas = [m["gamma"] for m in read_metrics(first["run_dir"])]
+    assert gammas == pytest.approx([2.0 * 0.01 ** (min(t, 3) / 3) for t in range(6)])
+    check_bad_input(reg.main, ["--resume", ckpt, "--total-steps", "6", "--anneal-steps", "6"], capsys, "--anneal-steps")
 
 
 def test_add_noise():

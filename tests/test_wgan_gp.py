@@ -205,6 +205,8 @@ def test_parse_args_defaults_are_the_authors(capsys):
     r = wgan_gp.parse_args(["--arch", "resnet"])
     assert (r.lr_g, r.lr_d, r.beta1, r.beta2, r.n_critic, r.total_steps, r.lr_decay_steps, r.g_batch_multiple) == (
         2e-4, 2e-4, 0.0, 0.9, 5, 100_000, 100_000, 2)
+    short = wgan_gp.parse_args(["--arch", "resnet", "--total-steps", "20000"])  # the decay spans the run's own length
+    assert short.lr_decay_steps == 20_000
     assert wgan_gp.parse_args(["--arch", "resnet", "--lr-g", "1e-3"]).lr_g == 1e-3  # explicit flags win
     with pytest.raises(SystemExit):
         wgan_gp.parse_args(["--arch", "resnet", "--help"])
