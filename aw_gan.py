@@ -28,7 +28,8 @@ logged, the paper's Fig. 4 top).
 Defaults: the paper's aw-SN-GAN, i.e. the public sngan.pytorch CIFAR-10 configuration the authors built on
 (exps/sngan_cifar10.sh): ResNet G (width 256) + spectral-norm ResNet D (width 128) [--arch resnet], xavier-uniform
 conv init, z-dim 128, Adam lr 2e-4 betas (0.0, 0.9), n_critic 5, D batch 64, G batch 128, 50,000 G steps (= the paper's
-320 epochs), lr decaying linearly to 0; alpha1 0.5, alpha2 0.75, delta 0.05, eps 0.05 (Sec. 3). --arch dcgan is
+320 epochs), lr decaying linearly to 0 (the aw paper's Sec. 3; sngan.pytorch's script keeps it constant:
+--lr-decay-steps 0), G's weights averaged for samples and FID (--ema-decay 0.999, sngan.pytorch); alpha1 0.5, alpha2 0.75, delta 0.05, eps 0.05 (Sec. 3). --arch cnn is
 the SN-GAN paper's "standard CNN" (Miyato et al. 2018, Table 3: lReLU 0.1; widths 64/512) with N(0, 0.02) init.
 
 Usage: python aw_gan.py --dataset cifar10 --data-root data
@@ -85,7 +86,7 @@ def parse_args(argv=None):
     p.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=False,
                    help="stream batches from disk even when the dataset fits in memory (IN_MEMORY_LIMIT bytes of uint8 on the device)")
     p.add_argument("--total-steps", type=int, default=50_000, help="generator updates")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="D's batch (the G step's is --g-batch-size)")
     p.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate")
     p.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
     p.add_argument("--beta1", type=float, default=0.0, help="Adam beta1")
@@ -107,11 +108,13 @@ def parse_args(argv=None):
                    help="with --resume, no training: FID and IS of N samples (default 50,000) against N training images")
     # method-specific arguments
     p.add_argument("--loss", default="hinge", choices=("hinge", "gan"), help="base loss, a sum of a real and a fake part (module docstring)")
-    p.add_argument("--arch", default="resnet", choices=("resnet", "dcgan"), help="resnet: SN-GAN ResNets; dcgan: the SN-GAN standard CNN")
-    p.add_argument("--ngf", type=int, default=None, help="generator width (default: 256 resnet, 64 dcgan)")
-    p.add_argument("--ndf", type=int, default=None, help="discriminator width (default: 128 resnet, 64 dcgan)")
+    p.add_argument("--arch", default="resnet", choices=("resnet", "cnn"),
+                   help="resnet: SN-GAN's ResNets; cnn: SN-GAN's standard CNN (Miyato et al. 2018, Table 3; not Radford's DCGAN)")
+    p.add_argument("--ngf", type=int, default=None, help="generator width (None: 256 for resnet, 64 for cnn)")
+    p.add_argument("--ndf", type=int, default=None, help="discriminator width (None: 128 for resnet, 64 for cnn)")
     p.add_argument("--g-batch-size", type=int, default=128, help="batch of the generator update (--batch-size is D's)")
-    p.add_argument("--lr-decay-steps", type=int, default=None, help="G steps of the linear lr decay to 0 (default: --total-steps; 0 = constant lr)")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="G steps of the aw paper's linear lr decay to 0 (None: --total-steps, fixed when the run starts; 0: constant, as sngan.pytorch)")
     p.add_argument("--aw", action=argparse.BooleanOptionalAction, default=True, help="adaptive weights; --no-aw: the unweighted loss L_r + L_f")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True, help="Algorithm 1; --no-normalize: Algorithm 2")
     p.add_argument("--alpha1", type=float, default=0.5, help="favour the real loss while s_r < alpha1")
@@ -139,7 +142,7 @@ def parse_args(argv=None):
     if args.generate_dir and not args.generate:
         p.error("--generate-dir is only used with --generate N")
     # method-specific checks
-    widths = {"resnet": (256, 128), "dcgan": (64, 64)}[args.arch]  # sngan.pytorch gf_dim, df_dim; SN-GAN Table 3
+    widths = {"resnet": (256, 128), "cnn": (64, 64)}[args.arch]  # sngan.pytorch gf_dim, df_dim; SN-GAN Table 3
     args.ngf = widths[0] if args.ngf is None else args.ngf
     args.ndf = widths[1] if args.ndf is None else args.ndf
     if args.lr_decay_steps is None:  # resolved here so that it is saved with the run: a resume keeps the schedule
@@ -149,6 +152,9 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.lr_decay_steps < 0:
         p.error(f"--lr-decay-steps must be >= 0, got {args.lr_decay_steps}")
+    ignored = [k for k in ("normalize", "alpha1", "alpha2", "delta", "eps") if getattr(args, k) != p.get_default(k)]
+    if not args.aw and ignored:
+        p.error(f"{', '.join('--' + k for k in ignored)} would be ignored: --no-aw trains the unweighted loss")
     if not 0 <= args.alpha1 < args.alpha2 <= 1:
         p.error(f"need 0 <= --alpha1 < --alpha2 <= 1 (thresholds on a probability), got {args.alpha1}, {args.alpha2}")
     if not (0 <= args.delta < math.inf and 0 <= args.eps < math.inf):
@@ -466,8 +472,9 @@ def aw_d_step(D, optimizer, real, fake, loss="hinge", aw=True, **aw_args):
 
 
 def lr_factor(step, decay_steps):
-    """Linear decay to 0 after `step` generator updates (sngan.pytorch's LinearLrDecay, which counts D updates
-    up to n_critic times as many: the same line); decay_steps 0: constant."""
+    """The aw paper's linear decay to 0 (Sec. 3: "we implement a linear learning rate decay") after `step` generator
+    updates; decay_steps 0: constant, as sngan.pytorch's own CIFAR-10 script (exps/sngan_cifar10.sh at 947737d does
+    not pass --lr_decay; its LinearLrDecay, when on, counts D updates: the same line)."""
     return max(0.0, 1 - step / decay_steps) if decay_steps else 1.0
 
 
@@ -693,7 +700,7 @@ def main(argv=None):
 
     # ALGO LOGIC: networks and optimizers (G first, then D: the same seed gives the same initial weights)
     Generator, Discriminator, init = {"resnet": (ResNetGenerator, ResNetDiscriminator, sngan_init),
-                                      "dcgan": (CNNGenerator, CNNDiscriminator, dcgan_init)}[args.arch]
+                                      "cnn": (CNNGenerator, CNNDiscriminator, dcgan_init)}[args.arch]
     G = Generator(args.z_dim, channels, args.image_size, args.ngf).to(device)
     D = Discriminator(channels, args.image_size, args.ndf).to(device)
     G.apply(init)

@@ -41,7 +41,7 @@ def aw_arithmetic(params, grads_real, grads_fake):
 def measure(arch, ndf, args):
     """Median seconds per D step of each variant, and D's parameter count."""
     torch.manual_seed(0)
-    D = {"resnet": aw_gan.ResNetDiscriminator, "dcgan": aw_gan.CNNDiscriminator}[arch](3, args.image_size, ndf)
+    D = {"resnet": aw_gan.ResNetDiscriminator, "cnn": aw_gan.CNNDiscriminator}[arch](3, args.image_size, ndf)
     D.apply(aw_gan.sngan_init if arch == "resnet" else aw_gan.dcgan_init)
     aw_gan.spectral_norm_all(D)
     steps = {"plain (L_r + L_f).backward()": plain_d_step,
@@ -76,8 +76,8 @@ def measure(arch, ndf, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", nargs="+", default=["resnet", "dcgan"], choices=("resnet", "dcgan"))
-    p.add_argument("--ndf", type=int, default=None, help="D width (default: the script's, 128 resnet / 64 dcgan)")
+    p.add_argument("--arch", nargs="+", default=["resnet", "cnn"], choices=("resnet", "cnn"))
+    p.add_argument("--ndf", type=int, default=None, help="D width (default: the script's, 128 resnet / 64 cnn)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64, help="D batch (the paper's 64)")
     p.add_argument("--loss", default="hinge", choices=("hinge", "gan"))
@@ -91,7 +91,7 @@ def main():
     print("| D | parameters | variant | ms / D step | ratio to plain |")
     print("|---|---:|---|---:|---:|")
     for arch in args.arch:
-        ndf = args.ndf or {"resnet": 128, "dcgan": 64}[arch]
+        ndf = args.ndf or {"resnet": 128, "cnn": 64}[arch]
         seconds, n_params = measure(arch, ndf, args)
         plain = next(iter(seconds.values()))
         for name, s in seconds.items():

@@ -140,7 +140,7 @@ def test_gradient_angle():
 
 def tiny_sn_discriminator(arch, seed=0):
     torch.manual_seed(seed)
-    D = {"resnet": aw_gan.ResNetDiscriminator, "dcgan": aw_gan.CNNDiscriminator}[arch](1, 16, 4)
+    D = {"resnet": aw_gan.ResNetDiscriminator, "cnn": aw_gan.CNNDiscriminator}[arch](1, 16, 4)
     D.apply(aw_gan.sngan_init if arch == "resnet" else aw_gan.dcgan_init)
     return aw_gan.spectral_norm_all(D)
 
@@ -152,8 +152,8 @@ def manual_losses(real_logits, fake_logits, loss):
 
 
 @pytest.mark.parametrize("arch, loss, favour", [
-    ("dcgan", "hinge", "real"), ("dcgan", "hinge", "fake"), ("dcgan", "hinge", "both"), ("resnet", "gan", "real"),
-    ("resnet", "gan", "fake"), ("dcgan", "hinge", None), ("resnet", "gan", None),
+    ("cnn", "hinge", "real"), ("cnn", "hinge", "fake"), ("cnn", "hinge", "both"), ("resnet", "gan", "real"),
+    ("resnet", "gan", "fake"), ("cnn", "hinge", None), ("resnet", "gan", None),
 ])
 def test_one_d_step_equals_the_manual_weighted_gradient(arch, loss, favour):
     """aw_d_step on a tiny spectral-norm D against the same step done by hand: separate backward passes of L_r and
@@ -212,10 +212,10 @@ def test_unweighted_step_is_the_plain_backward():
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])
-@pytest.mark.parametrize("arch", ["resnet", "dcgan"])
+@pytest.mark.parametrize("arch", ["resnet", "cnn"])
 def test_networks_shapes_and_spectral_norm(arch, size):
     G_cls, D_cls = {"resnet": (aw_gan.ResNetGenerator, aw_gan.ResNetDiscriminator),
-                    "dcgan": (aw_gan.CNNGenerator, aw_gan.CNNDiscriminator)}[arch]
+                    "cnn": (aw_gan.CNNGenerator, aw_gan.CNNDiscriminator)}[arch]
     torch.manual_seed(0)
     G, D = G_cls(10, 3, size, 8), aw_gan.spectral_norm_all(D_cls(3, size, 8))
     images = G(torch.randn(5, 10))
@@ -267,7 +267,7 @@ def test_parse_args_defaults_are_sngan_cifar10():
     assert (args.batch_size, args.g_batch_size, args.z_dim, args.total_steps, args.lr_decay_steps) == (64, 128, 128, 50_000, 50_000)
     assert (args.arch, args.ngf, args.ndf, args.loss, args.aw, args.normalize) == ("resnet", 256, 128, "hinge", True, True)
     assert (args.alpha1, args.alpha2, args.delta, args.eps) == (0.5, 0.75, 0.05, 0.05)
-    assert (aw_gan.parse_args(["--arch", "dcgan"]).ngf, aw_gan.parse_args(["--arch", "dcgan"]).ndf) == (64, 64)
+    assert (aw_gan.parse_args(["--arch", "cnn"]).ngf, aw_gan.parse_args(["--arch", "cnn"]).ndf) == (64, 64)
     assert args.exp_name == "aw_gan" and aw_gan.parse_args(["--total-steps", "7"]).lr_decay_steps == 7
 
 
@@ -310,11 +310,11 @@ def test_resume_is_exact(data_root, tmp_path):
 
 
 def test_standard_cnn_gan_loss_algorithm_2_end_to_end(data_root, tmp_path):
-    summary = aw_gan.main(TINY + ["--data-root", data_root, "--image-size", "32", "--arch", "dcgan", "--loss", "gan",
+    summary = aw_gan.main(TINY + ["--data-root", data_root, "--image-size", "32", "--arch", "cnn", "--loss", "gan",
                                   "--no-normalize", "--ngf", "4", "--ndf", "4", "--g-batch-size", "8", "--n-critic", "1",
                                   "--total-steps", "2", "--out-dir", str(tmp_path)])
     run_dir, ckpt = check_run_dir(summary, 2, [2])
-    assert ckpt["args"]["arch"] == "dcgan" and not ckpt["args"]["normalize"]
+    assert ckpt["args"]["arch"] == "cnn" and not ckpt["args"]["normalize"]
     assert all(m["w_r"] >= 0.05 and m["w_f"] >= 0.05 for m in read_metrics(run_dir))
 
 
@@ -351,3 +351,16 @@ def test_cli_error_is_one_line_without_traceback():
     out = run_script("aw_gan.py", "--alpha1", "0.9")
     assert out.returncode == 2 and out.stderr.strip() == (
         "aw_gan.py: error: need 0 <= --alpha1 < --alpha2 <= 1 (thresholds on a probability), got 0.9, 0.75")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--no-aw", "--alpha1", "0.4"], ["--alpha1 would be ignored", "--no-aw"]),
+    (["--no-aw", "--no-normalize", "--eps", "0.1", "--delta", "0.1"], ["--normalize, --delta, --eps would be ignored"]),
+])
+def test_aw_flags_with_no_aw_are_refused(args, expected, capsys):
+    check_bad_input(aw_gan.main, args, capsys, *expected)
+
+
+def test_help_has_no_contradicting_defaults():
+    out = run_script("aw_gan.py", "--help").stdout
+    assert "(default: 256" not in out and "(None: 256 for resnet, 64 for cnn)" in out and "not Radford's DCGAN" in " ".join(out.split())
