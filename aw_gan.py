@@ -29,8 +29,9 @@ Defaults: the paper's aw-SN-GAN, i.e. the public sngan.pytorch CIFAR-10 configur
 (exps/sngan_cifar10.sh): ResNet G (width 256) + spectral-norm ResNet D (width 128) [--arch resnet], xavier-uniform
 conv init, z-dim 128, Adam lr 2e-4 betas (0.0, 0.9), n_critic 5, D batch 64, G batch 128, 50,000 G steps (= the paper's
 320 epochs), lr decaying linearly to 0 (the aw paper's Sec. 3; sngan.pytorch's script keeps it constant:
---lr-decay-steps 0), G's weights averaged for samples and FID (--ema-decay 0.999, sngan.pytorch); alpha1 0.5, alpha2 0.75, delta 0.05, eps 0.05 (Sec. 3). --arch cnn is
-the SN-GAN paper's "standard CNN" (Miyato et al. 2018, Table 3: lReLU 0.1; widths 64/512) with N(0, 0.02) init.
+--lr-decay-steps 0), G's weights averaged for samples and FID (--ema-decay 0.999, sngan.pytorch); alpha1 0.5,
+alpha2 0.75, delta 0.05, eps 0.05 (Sec. 3). --arch cnn is the SN-GAN paper's "standard CNN" (Miyato et al. 2018,
+Table 3: lReLU 0.1; widths 64/512) with N(0, 0.02) init, not Radford et al.'s DCGAN.
 
 Usage: python aw_gan.py --dataset cifar10 --data-root data
 """

@@ -18,7 +18,8 @@ phi, D(x) = sigmoid(phi(x)), eqs. (22) and (30):
 
 Omega is the non-negative term in braces of eqs. (22)/(30) (the paper writes Omega_JS with a leading minus), as in the
 authors' code. --gamma 0: the unregularized baseline from the same initial weights. --noise-std sigma: Sec. 4.2's
-null model, no regularizer but white noise N(0, sigma^2 I) on every input of D (sigma^2 is eq. 3's gamma). Cost: a
+null model, no regularizer but white noise N(0, sigma^2 I) on the data D sees (sigma^2 is eq. 3's gamma), batch/m
+images with m draws each (--noise-copies m); --noise-on both adds it to G's samples too (appendix Fig. 6). Cost: a
 double backward through D; the paper reports roughly 1.4x the computation time (Sec. 4.2).
 
 Defaults: gan.py's DCGAN, Adam lr 2e-4 betas (0.5, 0.999), batch 64 (Sec. 4.2 and appendix 6.4; the paper used batch
@@ -106,7 +107,10 @@ def parse_args(argv=None):
     p.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True, help="anneal gamma to decay-factor x gamma0 over --anneal-steps")
     p.add_argument("--anneal-steps", type=int, default=None, help="T of the annealing (default: --total-steps, fixed when the run starts)")
     p.add_argument("--decay-factor", type=float, default=0.01, help="gamma_T / gamma0 (the authors' --decay_factor)")
-    p.add_argument("--noise-std", type=float, default=0.0, help="null model (needs --gamma 0): white noise of this std on D's inputs")
+    p.add_argument("--noise-std", type=float, default=0.0, help="null model (needs --gamma 0): white noise of this std on the data D sees")
+    p.add_argument("--noise-copies", type=int, default=1, help="m of the null model: batch/m data images, m noise draws each (Sec. 4.2: 25:4 best on CIFAR-10)")
+    p.add_argument("--noise-on", default="data", choices=("data", "both"),
+                   help="data: noise on the data only (Sec. 4.2); both: on G's samples too, in D's and G's step (appendix Figs. 6, 12)")
     p.error = fail  # one error line instead of argparse's usage dump
     checkpoint_defaults(p, argv)
     args = p.parse_args(argv)
@@ -137,6 +141,10 @@ def parse_args(argv=None):
     for name in ("gamma", "noise_std"):
         if not 0 <= getattr(args, name) < math.inf:
             p.error(f"--{name.replace('_', '-')} must be finite and >= 0, got {getattr(args, name)}")
+    if not args.noise_std and (args.noise_copies != 1 or args.noise_on != "data"):
+        p.error("--noise-copies and --noise-on would be ignored without --noise-std")
+    if not (args.noise_copies >= 1 and args.batch_size % args.noise_copies == 0):
+        p.error(f"--noise-copies must be >= 1 and divide --batch-size, got {args.noise_copies}, {args.batch_size}")
     if args.noise_std and args.gamma:  # Sec. 4.2 compares the two, it never combines them
         p.error(f"--noise-std replaces the regularizer (the paper's null model): add --gamma 0 (got --gamma {args.gamma})")
     return args
@@ -343,9 +351,14 @@ def gamma_schedule(step, anneal_steps, gamma0, anneal, decay_factor=0.01):
     return gamma0 * decay_factor ** (min(step, anneal_steps) / anneal_steps) if anneal else gamma0
 
 
-def add_noise(x, std):
-    """Sec. 4.2's null model: x + xi, xi ~ N(0, std^2 I), eq. (8) by sampling (std = 0: x, no RNG draw)."""
-    return x + std * torch.randn_like(x) if std else x
+def add_noise(x, std, copies=1):
+    """Sec. 4.2's null model, eq. (8) by sampling: the first len(x)/copies images of x, each `copies` times with its own
+    xi ~ N(0, std^2 I), so that the batch keeps its size (the paper's batch-size-to-noise ratio (len(x)/copies):copies).
+    std = 0: x itself, no RNG draw."""
+    if not std:
+        return x
+    x = x[:len(x) // copies].repeat_interleave(copies, 0)
+    return x + std * torch.randn_like(x)
 
 
 # ------------------------------------------------------------------------------------------ infrastructure
@@ -644,7 +657,8 @@ def main(argv=None):
                 batches_used += 1
                 with torch.no_grad():
                     fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
-                real, fake = add_noise(real, args.noise_std), add_noise(fake, args.noise_std)  # null model (Sec. 4.2)
+                real = add_noise(real, args.noise_std, args.noise_copies)  # the null model (Sec. 4.2) ...
+                fake = add_noise(fake, args.noise_std) if args.noise_on == "both" else fake  # ... and its appendix variant
                 if gamma:
                     reg = js_regularizer(D, real, fake)
                     real_logits, fake_logits = reg.real_logits, reg.fake_logits
@@ -655,7 +669,7 @@ def main(argv=None):
                 (loss_d + gamma / 2 * reg.omega if gamma else loss_d).backward(inputs=list(D.parameters()))  # eq. (27); not the inputs
                 optimizers["D"].step()
             fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
-            loss_g = g_loss(D(add_noise(fake, args.noise_std)), args.loss)  # G: unregularized; noisy Q in eq. (3)
+            loss_g = g_loss(D(add_noise(fake, args.noise_std) if args.noise_on == "both" else fake), args.loss)  # G: unregularized
             optimizers["G"].zero_grad(set_to_none=True)
             loss_g.backward(inputs=list(G.parameters()))  # G's gradients only: D's would be thrown away
             optimizers["G"].step()

@@ -229,20 +229,33 @@ def test_the_d_loss_is_bce_plus_half_gamma_omega(data_root, tmp_path, monkeypatc
     assert regularized == by_hand != plain
 
 
-def test_noise_null_model(data_root, tmp_path, monkeypatch):
-    """--noise-std: no regularizer, noise on every input D sees (real and fake in D's step, fake in G's step)."""
-    stds = []
+def test_add_noise_copies():
+    """batch/m images with m noise draws each: the batch keeps its size, the copies differ only by their noise."""
+    torch.manual_seed(0)
+    x = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 4, 4)
+    noisy = reg.add_noise(x, 1e-3, copies=4)
+    assert noisy.shape == x.shape and torch.allclose(noisy, torch.tensor([0.0] * 4 + [1.0] * 4).view(8, 1, 1, 1).expand(8, 1, 4, 4), atol=0.01)
+    assert not torch.equal(noisy[0], noisy[1])
 
-    def recording_add_noise(x, std, add_noise=reg.add_noise):
-        stds.append(std)
-        return add_noise(x, std)
+
+@pytest.mark.parametrize("noise_on, per_step", [("data", 1), ("both", 3)])
+def test_noise_null_model(noise_on, per_step, data_root, tmp_path, monkeypatch):
+    """--noise-std: no regularizer; noise on the data D sees (Sec. 4.2), or on every input of D in D's and G's step
+    (--noise-on both, the appendix variant)."""
+    calls = []
+
+    def recording_add_noise(x, std, copies=1, add_noise=reg.add_noise):
+        calls.append((std, copies))
+        return add_noise(x, std, copies)
     args = TINY + SMALL + ["--data-root", data_root, "--total-steps", "3", "--gamma", "0"]
     baseline = read_metrics(reg.main(args + ["--out-dir", str(tmp_path / "base")])["run_dir"])
     monkeypatch.setattr(reg, "add_noise", recording_add_noise)
-    noisy = read_metrics(reg.main(args + ["--noise-std", "0.5", "--out-dir", str(tmp_path / "noise")])["run_dir"])
-    assert stds == [0.5] * 9  # 3 per iteration
+    noisy = read_metrics(reg.main(args + ["--noise-std", "0.5", "--noise-copies", "2", "--noise-on", noise_on,
+                                          "--out-dir", str(tmp_path / "noise")])["run_dir"])
+    assert calls[:per_step] == [(0.5, 2)] + [(0.5, 1)] * (per_step - 1) and len(calls) == 3 * per_step
     assert set(noisy[0]) == set(baseline[0]) and all(math.isfinite(v) for m in noisy for v in m.values())
     assert noisy[0]["d_real"] != baseline[0]["d_real"]  # D saw noisy data from the first step
+    assert (noisy[0]["d_fake"] == baseline[0]["d_fake"]) == (noise_on == "data")  # clean fakes: same D, G, z at step 1
 
 
 def test_resume_is_exact(data_root, tmp_path):
@@ -268,6 +281,8 @@ def test_resume_is_exact_while_annealing(data_root, tmp_path, monkeypatch):
     (["--gamma", "inf"], ["--gamma"]),
     (["--gamma", "0", "--noise-std", "-0.1"], ["--noise-std"]),
     (["--noise-std", "0.1"], ["--noise-std", "--gamma 0"]),
+    (["--gamma", "0", "--noise-copies", "2"], ["--noise-copies", "would be ignored"]),
+    (["--gamma", "0", "--noise-std", "0.1", "--noise-copies", "3"], ["--noise-copies", "divide --batch-size"]),
     (["--loss", "hinge"], ["--loss", "hinge"]),
 ])
 def test_bad_arguments(args, expected, capsys):
