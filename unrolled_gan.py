@@ -28,7 +28,7 @@ Defaults: DCGAN as gan.py (the paper's image experiments use DCGAN; --ndf 32 or 
 G's width as in its stacked-MNIST study), Adam lr 2e-4 betas (0.5, 0.999), batch 64, K = 5 (the authors'
 notebook; the paper's Fig. 2 uses 10). The mode-collapse benchmark is --dataset stacked-mnist (Sec. 3.3).
 
-Usage: python unrolled_gan.py --dataset stacked-mnist --unroll-steps 5 --ndf 16
+Usage: python unrolled_gan.py --dataset stacked-mnist --loss mm --unroll-steps 5 --ndf 16
 """
 import argparse
 import copy
@@ -103,10 +103,12 @@ def parse_args(argv=None):
     p.add_argument("--evaluate", type=int, nargs="?", const=50_000, default=None, metavar="N",
                    help="with --resume, no training: FID and IS of N samples (default 50,000) against N training images")
     # method-specific arguments
-    p.add_argument("--loss", default="gan", choices=("gan", "mm", "lsgan", "hinge"), help="GAN objective (see the module docstring)")
+    p.add_argument("--loss", default="gan", choices=("gan", "mm", "lsgan", "hinge"),
+                   help="GAN objective (module docstring); the paper and the authors' notebook minimize f: mm. gan: DCGAN's non-saturating G loss")
     p.add_argument("--ngf", type=int, default=64, help="generator width")
     p.add_argument("--ndf", type=int, default=64, help="discriminator width (32 or 16: the paper's D of 1/2 or 1/4 of G)")
-    p.add_argument("--unroll-steps", type=int, default=5, help="K, D's Adam steps that G looks ahead (0 = the plain GAN)")
+    p.add_argument("--unroll-steps", type=int, default=5,
+                   help="K, D's Adam steps that G looks ahead (0: the plain GAN with simultaneous updates, not gan.py's alternating ones)")
     p.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=False,
                    help="drop the second-order term of eq. (12): cheaper, an approximation")
     p.error = fail  # one error line instead of argparse's usage dump
@@ -290,16 +292,28 @@ class Discriminator(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- losses
-def d_loss(real_logits, fake_logits, loss):
-    """Discriminator loss, a mean over the batch of each term."""
-    if loss in ("gan", "mm"):  # eq. (6): -log D(x) - log(1 - D(G(z)))
-        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-    if loss == "lsgan":  # eq. (10)
-        return ((real_logits - 1) ** 2).mean() + (fake_logits ** 2).mean()
+def d_loss_real(real_logits, loss):
+    """The real-data half of L_D: the part of f that G reaches only through theta_D^K(theta_G) (eq. 12)."""
+    if loss in ("gan", "mm"):  # -log D(x)
+        return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    if loss == "lsgan":
+        return ((real_logits - 1) ** 2).mean()
     if loss == "hinge":
-        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+        return F.relu(1 - real_logits).mean()
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def d_loss(real_logits, fake_logits, loss):
+    """Discriminator loss L_D = -f (eq. 1 for gan/mm), a mean over the batch of each half."""
+    if loss in ("gan", "mm"):  # -log(1 - D(G(z)))
+        fake_half = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    elif loss == "lsgan":
+        fake_half = (fake_logits ** 2).mean()
+    elif loss == "hinge":
+        fake_half = F.relu(1 + fake_logits).mean()
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    return d_loss_real(real_logits, loss) + fake_half
 
 
 def g_loss(fake_logits, loss):
@@ -320,16 +334,13 @@ def d_score(logits, loss):
     return torch.sigmoid(logits).mean() if loss in ("gan", "mm") else logits.mean()
 
 
-def d_loss_real(real_logits, loss):
-    """The real-data half of d_loss: the part of f that G reaches only through theta_D^K(theta_G) (eq. 12)."""
-    if loss in ("gan", "mm"):
-        return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    return ((real_logits - 1) ** 2).mean() if loss == "lsgan" else F.relu(1 - real_logits).mean()
-
-
 def adam_state(optimizer, params):
     """An optimizer's live Adam state per parameter name, as adam_step takes it (zeros before its first step).
     These are the live tensors, read and never written; .get() so that not even an empty entry is added."""
+    unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if optimizer.param_groups[0].get(k)]
+    if len(optimizer.param_groups) != 1 or unsupported or not isinstance(optimizer, torch.optim.Adam):
+        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has {len(optimizer.param_groups)} "
+                         f"group(s){', ' + ', '.join(unsupported) if unsupported else ''}")
     state = {}
     for name, p in params.items():
         live = optimizer.state.get(p) or {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}

@@ -308,3 +308,24 @@ def test_resume_is_exact(data_root, tmp_path, capsys):
 def test_bad_arguments(args, expected, capsys):
     check_bad_input(ug.main, args, capsys, *expected)
 
+
+
+def test_unknown_loss_raises_in_both_halves():
+    x = torch.zeros(2)
+    for fn in (lambda: ug.d_loss(x, x, "wgan"), lambda: ug.d_loss_real(x, "wgan")):
+        with pytest.raises(ValueError, match="unknown loss"):
+            fn()
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-2), "weight_decay"),
+    (lambda ps: torch.optim.Adam(ps, lr=1e-3, amsgrad=True), "amsgrad"),
+    (lambda ps: torch.optim.Adam(ps, lr=1e-3, maximize=True), "maximize"),
+    (lambda ps: torch.optim.Adam([{"params": ps[:1]}, {"params": ps[1:]}], lr=1e-3), "2 group(s)"),
+    (lambda ps: torch.optim.SGD(ps, lr=1e-3), "1 group(s)"),
+])
+def test_adam_state_refuses_what_adam_step_does_not_implement(make, what):
+    """adam_step is plain Adam: an optimizer with anything else would be unrolled wrongly (by up to 1e-2 a step)."""
+    params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]
+    with pytest.raises(ValueError, match=what.replace("(", r"\(").replace(")", r"\)")):
+        ug.adam_state(make(params), dict(zip("ab", params)))
