@@ -20,9 +20,8 @@ after D's n_critic steps, on the last critic batch.
 
 Defaults (Sec. 2.4): batch 64, lr 1e-4 for G, D and lens, Adam, Xavier init of all three; K 10000 (Sec. 2 says
 10^5, the captions of Figs. 2 and 7 say 10k: we take the figures'). gan: DCGAN with BN (Fig. 3), betas (0.5,
-0.999); lsgan: the same without BN. wgan-gp: gan.py's DCGAN networks (4x4 kernels, gan_cifar.py has 5x5) at
-Gulrajani's gan_cifar.py widths (ngf = ndf = 128, z-dim 128), BN in G only, n_critic 5, gp_lambda 10, Adam
-betas (0.5, 0.9). The paper says that code uses RMSProp, but its wgan-gp mode uses Adam(1e-4, 0.5, 0.9)
+0.999); lsgan: the same without BN. wgan-gp: Gulrajani et al.'s gan_cifar.py networks and init, as wgan_gp.py
+(5x5 kernels, ngf = ndf = 128, z-dim 128, BN in G only), n_critic 5, gp_lambda 10, Adam betas (0.5, 0.9). The paper says that code uses RMSProp, but its wgan-gp mode uses Adam(1e-4, 0.5, 0.9)
 (RMSProp is its weight-clipping mode): we follow the code. --no-lens: the same GAN without the lens, from the same
 initial G and D (the paper's paired runs); --lens-lambda C fixes lambda (the lambda = 1 study of Fig. 5).
 
@@ -295,6 +294,60 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=not batch_norm), norm(width * 2), nn.LeakyReLU(0.2, True)]
             width *= 2
         layers += [nn.Conv2d(width, 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+def tflib_init(layer, he=True):
+    """The authors' initialisation (tflib/ops in their repo), applied in place; returns the layer. Weights uniform
+    with std sqrt(4 / (fan_in + fan_out)) ("he", their default for convolutions) or sqrt(2 / (fan_in + fan_out))
+    (Glorot: linear layers, 1x1 shortcuts, the ResNet generator's last conv); fan = channels x kernel area, with a
+    stride-s conv's fan_out and a transposed conv's fan_in divided by s^2. Biases 0; BN keeps scale 1, shift 0."""
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    n_in, n_out = (layer.in_channels, layer.out_channels) if hasattr(layer, "in_channels") else (layer.in_features, layer.out_features)
+    area, s2 = layer.weight[0, 0].numel(), getattr(layer, "stride", (1,))[0] ** 2
+    fan_in, fan_out = n_in * area / (s2 if transposed else 1), n_out * area / (1 if transposed else s2)
+    bound = math.sqrt(3 * (4 if he else 2) / (fan_in + fan_out))  # uniform(-b, b) has std b / sqrt(3)
+    nn.init.uniform_(layer.weight, -bound, bound)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class GulrajaniGenerator(nn.Module):
+    """The authors' CIFAR-10 DCGAN generator (gan_cifar.py): z -> linear -> BN (per feature) -> ReLU -> 4x4 maps,
+    then 5x5 stride-2 transposed convs with BN + ReLU halving the width down to ngf, a last one to the image, tanh.
+    At 32x32 this is their network (4, 2, 1 x DIM); other sizes add or drop a stage. PyTorch's symmetric padding
+    places the 5x5 grid one pixel off TensorFlow's 'SAME' (which pads 1 before, 2 after): same network otherwise."""
+
+    def __init__(self, z_dim, channels, image_size, ngf=128):
+        super().__init__()
+        n_up = int(math.log2(image_size)) - 2
+        width = ngf * 2 ** (n_up - 1)
+        layers = [tflib_init(nn.Linear(z_dim, 16 * width), he=False), nn.BatchNorm1d(16 * width), nn.ReLU(True),
+                  nn.Unflatten(1, (width, 4, 4))]
+        for _ in range(n_up - 1):
+            layers += [tflib_init(nn.ConvTranspose2d(width, width // 2, 5, 2, 2, output_padding=1)), nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            width //= 2
+        layers += [tflib_init(nn.ConvTranspose2d(width, channels, 5, 2, 2, output_padding=1)), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class GulrajaniCritic(nn.Module):
+    """The authors' CIFAR-10 DCGAN critic (gan_cifar.py, MODE wgan-gp): 5x5 stride-2 convs with LeakyReLU(0.2) and no
+    normalisation, doubling the width from ndf down to 4x4, then a linear layer to one unbounded score per image."""
+
+    def __init__(self, channels, image_size, ndf=128):
+        super().__init__()
+        layers, width = [tflib_init(nn.Conv2d(channels, ndf, 5, 2, 2)), nn.LeakyReLU(0.2)], ndf
+        for _ in range(int(math.log2(image_size)) - 3):
+            layers += [tflib_init(nn.Conv2d(width, width * 2, 5, 2, 2)), nn.LeakyReLU(0.2)]
+            width *= 2
+        layers += [nn.Flatten(), tflib_init(nn.Linear(16 * width, 1), he=False)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -600,10 +653,14 @@ def main(argv=None):
     channels = dataset[0][0].shape[0]
 
     # ALGO LOGIC: networks and optimizers (G first, then D, then the lens: --no-lens starts from the same G and D)
-    G = Generator(args.z_dim, channels, args.image_size, args.ngf, args.loss != "lsgan").to(device)  # no BN for LSGAN (Sec. 2.4)
-    D = Discriminator(channels, args.image_size, args.ndf, args.loss == "gan").to(device)  # nor in the WGAN-GP critic
-    G.apply(xavier_init)
-    D.apply(xavier_init)
+    if args.loss == "wgan-gp":  # Sec. 2.4 ran Gulrajani et al.'s code: their gan_cifar.py networks and init
+        G = GulrajaniGenerator(args.z_dim, channels, args.image_size, args.ngf).to(device)
+        D = GulrajaniCritic(channels, args.image_size, args.ndf).to(device)
+    else:
+        G = Generator(args.z_dim, channels, args.image_size, args.ngf, args.loss != "lsgan").to(device)  # no BN for LSGAN (Sec. 2.4)
+        D = Discriminator(channels, args.image_size, args.ndf, args.loss == "gan").to(device)
+        G.apply(xavier_init)
+        D.apply(xavier_init)
     models = {"G": G, "D": D}
     optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
                   "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}

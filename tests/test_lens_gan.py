@@ -176,14 +176,14 @@ def test_discriminator_and_penalty_see_lensed_not_raw_images(data_root, tmp_path
             lens_io.append((x, super().forward(x)))
             return lens_io[-1][1]
 
-    class SpyD(lens_gan.Discriminator):
+    class SpyD(lens_gan.GulrajaniCritic):  # wgan-gp's critic: Gulrajani et al.'s network
         def forward(self, x):
             d_inputs.append(x.detach().clone())
             return super().forward(x)
 
     penalty = lens_gan.gradient_penalty
     monkeypatch.setattr(lens_gan, "Lens", SpyLens)
-    monkeypatch.setattr(lens_gan, "Discriminator", SpyD)
+    monkeypatch.setattr(lens_gan, "GulrajaniCritic", SpyD)
     monkeypatch.setattr(lens_gan, "gradient_penalty", lambda D, real, fake: penalty_reals.append(real) or penalty(D, real, fake))
     lens_gan.main(SMALL + ["--data-root", data_root, "--loss", "wgan-gp", "--n-critic", "2", "--total-steps", "2",
                            "--sample-every", "0", "--out-dir", str(tmp_path)])
@@ -305,3 +305,15 @@ def test_lens_update_at_lambda_zero_is_the_reconstruction_update_bit_for_bit():
     a = torch.autograd.grad(with_term, list(lens.parameters()), retain_graph=True)
     b = torch.autograd.grad(lens_gan.lens_reconstruction_loss(x, lensed), list(lens.parameters()))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_wgan_gp_uses_the_authors_networks_as_wgan_gp_py():
+    """--loss wgan-gp: Gulrajani et al.'s gan_cifar.py networks and init, the very networks of wgan_gp.py."""
+    import wgan_gp
+
+    def seeded(make):
+        torch.manual_seed(0)
+        return list(make().parameters())
+    for ours, theirs in ((lambda: lens_gan.GulrajaniGenerator(16, 3, 32, 8), lambda: wgan_gp.Generator(16, 3, 32, 8)),
+                         (lambda: lens_gan.GulrajaniCritic(3, 32, 8), lambda: wgan_gp.Critic(3, 32, 8))):
+        assert all(torch.equal(a, b) for a, b in zip(seeded(ours), seeded(theirs), strict=True))
