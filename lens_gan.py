@@ -21,8 +21,9 @@ after D's n_critic steps, on the last critic batch.
 Defaults (Sec. 2.4): batch 64, lr 1e-4 for G, D and lens, Adam, Xavier init of all three; K 10000 (Sec. 2 says
 10^5, the captions of Figs. 2 and 7 say 10k: we take the figures'). gan: DCGAN with BN (Fig. 3), betas (0.5,
 0.999); lsgan: the same without BN. wgan-gp: Gulrajani et al.'s gan_cifar.py networks and init, as wgan_gp.py
-(5x5 kernels, ngf = ndf = 128, z-dim 128, BN in G only), n_critic 5, gp_lambda 10, Adam betas (0.5, 0.9). The paper says that code uses RMSProp, but its wgan-gp mode uses Adam(1e-4, 0.5, 0.9)
-(RMSProp is its weight-clipping mode): we follow the code. --no-lens: the same GAN without the lens, from the same
+(5x5 kernels, ngf = ndf = 128, z-dim 128, BN in G only), n_critic 5, gp_lambda 10, Adam betas (0.5, 0.9). The
+paper says that code uses RMSProp, but its wgan-gp mode uses Adam(1e-4, 0.5, 0.9) (RMSProp is its weight-clipping
+mode): we follow the code. --no-lens: the same GAN without the lens, from the same
 initial G and D (the paper's paired runs); --lens-lambda C fixes lambda (the lambda = 1 study of Fig. 5).
 
 Usage: python lens_gan.py --dataset cifar10 --loss wgan-gp
