@@ -366,6 +366,13 @@ def gradient_penalty(critic, real, fake, return_norms=False):
     return (penalty, norms.detach()) if return_norms else penalty
 
 
+def generate_like_the_authors(G, z, arch):
+    """G(z) as gan_cifar_resnet.py computes it: it always runs G on two halves of each batch (its DEVICES list, with
+    one GPU duplicated), so G's batch-norm statistics cover 32 critic fakes and 64 samples of the G step at batch 64.
+    --arch resnet does the same; gan_cifar.py (dcgan) runs G on the whole batch."""
+    return torch.cat([G(half) for half in z.chunk(2)]) if arch == "resnet" else G(z)
+
+
 def linear_decay(step, decay_steps):
     """gan_cifar_resnet.py's learning-rate factor max(0, 1 - step / decay_steps), step = generator updates done;
     1 when decay_steps is 0. A pure function of the step: resume needs no scheduler state."""
@@ -668,7 +675,7 @@ def main(argv=None):
                 real = next(batches)
                 batches_used += 1
                 with torch.no_grad():
-                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))  # Algorithm 1 line 5
+                    fake = generate_like_the_authors(G, torch.randn(args.batch_size, args.z_dim, device=device), args.arch)  # Alg. 1 line 5
                 wasserstein = D(real).mean() - D(fake).mean()  # eq. (2)'s estimate, on this batch
                 penalty, grad_norms = gradient_penalty(D, real, fake, return_norms=True)
                 loss_d = -wasserstein + args.gp_lambda * penalty  # eq. (3), Algorithm 1 line 7
@@ -676,7 +683,7 @@ def main(argv=None):
                 loss_d.backward()
                 optimizers["D"].step()
             z = torch.randn(args.g_batch_multiple * args.batch_size, args.z_dim, device=device)  # Algorithm 1 line 11
-            loss_g = -D(G(z)).mean()  # Algorithm 1 line 12
+            loss_g = -D(generate_like_the_authors(G, z, args.arch)).mean()  # Algorithm 1 line 12
             optimizers["G"].zero_grad(set_to_none=True)
             loss_g.backward(inputs=list(G.parameters()))  # G's gradients only: D's would be thrown away
             optimizers["G"].step()

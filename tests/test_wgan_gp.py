@@ -274,3 +274,13 @@ def test_bad_arguments(args, expected, capsys):
 def test_cli_error_is_one_line_without_traceback():
     out = run_script("wgan_gp.py", "--gp-lambda", "-1")
     assert out.returncode == 2 and out.stderr.strip() == "wgan_gp.py: error: --gp-lambda must be finite and >= 0, got -1.0"
+
+
+def test_resnet_generator_runs_on_two_halves_like_the_authors():
+    """gan_cifar_resnet.py's G sees each batch as two halves: BN statistics per half (resnet), the whole batch (dcgan)."""
+    torch.manual_seed(0)
+    G = wgan_gp.ResNetGenerator(8, 3, 32, 8)
+    z = torch.randn(6, 8)
+    halves = wgan_gp.generate_like_the_authors(G, z, "resnet")
+    assert torch.equal(halves, torch.cat([G(z[:3]), G(z[3:])])) and not torch.allclose(halves, G(z))
+    assert torch.equal(wgan_gp.generate_like_the_authors(G, z, "dcgan"), G(z))
