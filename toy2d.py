@@ -1,8 +1,7 @@
 """toy2d: every cleangan method on low-dimensional Gaussian mixtures, with mode metrics and figures.
 
-The toy experiments of the papers in one CPU-friendly script: Metz et al. Fig. 2 (unrolled GAN, 8 Gaussians on
-a ring), the aw paper's Fig. 6, Roth et al. Fig. 1 (7 Gaussians on a tilted plane in 3-D), the WGAN-GP toy runs.
-Each `--method` is the same algorithm as its image script, on small tanh MLPs (SPEC §4):
+The toy experiments of the papers in one CPU-friendly script. Each `--method` is the algorithm of its image script
+(the functions marked "as X.py" are that script's text), on small MLPs (SPEC §4):
 
     gan       L_D = -log D(x) - log(1 - D(G(z)))   lens paper eq. (6);  L_G = -log D(G(z))  eq. (5)
     mm        L_G = log(1 - D(G(z)))  (Goodfellow's saturating minimax, lens paper eq. 1)
@@ -12,81 +11,149 @@ Each `--method` is the same algorithm as its image script, on small tanh MLPs (S
     aw        L_D = w_r L_r + w_f L_f  eq. (2), weights from the gradients by Algorithm 1 (BCE base loss, as the
               aw paper's toy study Sec. 5.3)  Zadorozhnyy et al. 2021, https://arxiv.org/abs/2012.03149
     reg       L_D = BCE + gamma/2 Omega,  Omega = E_P[(1 - D(x))^2 |grad phi(x)|^2] + E_Q[D(x)^2 |grad phi(x)|^2]
-              eqs. (18), (22)  Roth et al. 2017, https://arxiv.org/abs/1705.09367
-    unrolled  G minimizes f at theta_D^K(theta_G), K differentiable Adam steps of D from its live state, eqs. (7),
-              (10), with f's fake term non-saturating: -log D_K(G(z)) + log D_K(x) (as unrolled_gan.py); D takes
-              one ordinary step, eq. (11)  Metz et al. 2017, https://arxiv.org/abs/1611.02163
-    wgan-gp   L_D = D(G(z)) - D(x) + lambda E[(|grad D(x^)| - 1)^2], L_G = -D(G(z))  Gulrajani et al. 2017 eq. (3),
-              https://arxiv.org/abs/1704.00028
+              eqs. (18), (22); G: -log D(G(z)) (--reg-g-loss ns, paired with gan) or the authors' toy code's
+              saturating log(1 - D(G(z))) (--reg-g-loss mm, the roth preset)  Roth et al. 2017, arXiv 1705.09367
+    unrolled  as unrolled_gan.py: G minimizes f at theta_D^K(theta_G), K differentiable steps of D's own Adam from
+              its live state on this iteration's minibatch, eqs. (7), (9), (10), with f's fake term non-saturating;
+              D takes its ordinary step (11) on the same minibatch, from the same (theta_G, theta_D): simultaneous
+              updates  Metz et al. 2017, https://arxiv.org/abs/1611.02163
+    wgan-gp   L_D = D(G(z)) - D(x) + lambda E[(|grad D(x^)| - 1)^2], L_G = -D(G(z)), 5 critic steps  Gulrajani et
+              al. 2017 eq. (3), https://arxiv.org/abs/1704.00028
 
-Networks (Metz et al.'s toy notebook): G z -> 128 -> 128 -> d, D d -> 128 -> 128 -> 1, tanh, orthogonal init
-(gain 1.4), z-dim 256, batch 512, fresh samples every step. Optimizers, the papers' toy settings (HPARAMS):
-BCE methods Adam 1e-3 betas (0.9, 0.999) (Roth et al.), wgan-gp Adam 1e-4 betas (0.5, 0.9), 5 critic steps.
-Metrics (VEEGAN / PacGAN protocol) on 2,500 samples: modes captured, % high-quality
-samples (within 3 std of the nearest mean), reverse KL of the nearest-mode histogram to the uniform one.
+Default setting, one for every method so that they are paired runs from the same weights that differ only in the
+method (SETTING): G z -> 128 -> 128 -> 128 -> d and D d -> 128 -> 128 -> 128 -> 1, tanh, orthogonal init (gain 1.4;
+Metz et al.'s notebook, with a third layer that removes most samples stranded between modes), z-dim 256, batch
+512, Adam lr 2e-3 betas (0.5, 0.999) for G, D and the lens (beta1 0.5 as every reference toy code), the lr decayed
+linearly to 0 over the second half of the run, 2,000 generator steps. --preset NAME runs a paper's own toy
+experiment instead, with that paper's settings (PRESETS; docs/toy2d.md lists their sources).
+Metrics (VEEGAN / PacGAN protocol) on 2,500 samples: modes captured, % high-quality samples (within 3 std of the
+nearest mean), reverse KL of the nearest-mode histogram to the uniform one.
 
-Usage: python toy2d.py                      # every method on ring8, one seed, 1500 steps (the demo, ~4 min)
-       python toy2d.py --method unrolled --dataset grid25 --seeds 1 2 3 4 5 --steps 20000
+Usage: python toy2d.py                                   # every method on ring8, one seed (~4 min on 2 cores)
+       python toy2d.py --dataset ring8 grid25 --seeds 1 2 3 4 5   # the benchmark
+       python toy2d.py --preset metz                     # Metz et al. Fig. 2: gan vs unrolled K = 5, 10
 """
 import argparse
+import concurrent.futures
+import io
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from PIL import Image
 from torch.func import functional_call
 
 METHODS = ("gan", "mm", "lens", "aw", "reg", "unrolled", "wgan-gp")
 EVAL_SAMPLES = 2500  # VEEGAN / PacGAN protocol
 PLOT_SAMPLES = 1000
-SNAPSHOTS = 5  # columns of generated samples per method in toy2d.png
+SNAPSHOTS = 5  # columns of generated samples per method in the figure
+SCORE_SAMPLES = 100  # real points per mode for the mean D score (the aw paper's Fig. 6, second row)
 
-# Optimizer settings per method, the papers' toy configurations. The BCE methods share Roth et al.'s (appendix
-# 6.2: Adam 1e-3, betas (0.9, 0.999), G and D), so that gan, lens, aw, reg and unrolled are paired runs from the
-# same weights and differ only in the method. Metz et al.'s notebook (D 1e-4, G 1e-3, beta1 0.5) needs ~25k steps
-# on this toy: `--lr-d 1e-4 --beta1 0.5`. WGAN-GP: Gulrajani et al.'s gan_toy.py.
-BCE = dict(lr_g=1e-3, lr_d=1e-3, beta1=0.9, beta2=0.999, n_critic=1)
-HPARAMS = {**{m: BCE for m in METHODS}, "wgan-gp": dict(lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5)}
+# The default setting, shared by every method (the numbers behind it: docs/toy2d.md). n_critic is the method's:
+# WGAN-GP's Algorithm 1 takes 5 critic steps, the others 1.
+SETTING = dict(layers=3, width=128, activation="tanh", init="orthogonal", z_dim=256, batch_size=512, steps=2000,
+               lr_g=2e-3, lr_d=2e-3, beta1=0.5, beta2=0.999, lr_decay_start=0.5, gamma=0.1, reg_g_loss="ns",
+               unroll_steps=5, gp_lambda=0.1, lens_k=0, eval_every=0)
+N_CRITIC = {"wgan-gp": 5}
+
+# --preset NAME: a paper's toy experiment with that paper's settings; runs are (row label, method, overrides)
+METZ = dict(layers=2, width=128, activation="tanh", init="orthogonal", z_dim=256, batch_size=512, lr_g=1e-3, lr_d=1e-4,
+            beta1=0.5, beta2=0.999, lr_decay_start=1.0)  # poolio/unrolled_gan notebook
+PRESETS = {
+    "metz": dict(settings=dict(METZ, steps=5000), datasets=["ring8"],
+                 runs=[("gan", "gan", {}), ("unrolled K=5", "unrolled", {"unroll_steps": 5}),
+                       ("unrolled K=10", "unrolled", {"unroll_steps": 10})],
+                 about="Metz et al. 2017 Fig. 2: the GAN visits modes one at a time, the unrolled GAN covers the ring"),
+    "roth": dict(settings=dict(layers=2, width=128, activation="tanh", init="normal0.1", z_dim=2, batch_size=512,
+                               lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, lr_decay_start=1.0, reg_g_loss="mm", steps=10000),
+                 datasets=["ring7-3d"],
+                 runs=[("gamma 0 (GAN)", "reg", {"gamma": 0.0}), ("gamma 0.01", "reg", {"gamma": 0.01}),
+                       ("gamma 0.1", "reg", {"gamma": 0.1}), ("gamma 1", "reg", {"gamma": 1.0})],
+                 about="Roth et al. 2017 Fig. 1: 7 Gaussians on a plane in 3-D, z-dim 2; the regularizer spreads the mass"),
+    "aw": dict(settings=dict(METZ, steps=10000), datasets=["ring8"], scores=True,
+               runs=[("gan", "gan", {}), ("aw", "aw", {})],
+               about="the aw paper's Fig. 6: GAN samples and mean D scores per mode, against aw-GAN"),
+    "gulrajani": dict(settings=dict(layers=3, width=512, activation="relu", init="default", z_dim=2, batch_size=256,
+                                    lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, lr_decay_start=1.0, gp_lambda=0.1, steps=5000),
+                      datasets=["ring8", "grid25"], runs=[("wgan-gp", "wgan-gp", {})],
+                      about="Gulrajani et al.'s gan_toy.py: WGAN-GP on 8 and 25 Gaussians"),
+    "lens": dict(settings=dict(METZ, steps=5000), datasets=["ring8"],
+                 runs=[("gan (no lens)", "gan", {}), ("lens", "lens", {})],
+                 about="the lens (no toy in its paper) in the Metz setting, with and without it"),
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--method", default="all", choices=METHODS + ("all",), help="training method (all: one after the other, same seeds)")
-    p.add_argument("--dataset", default="ring8", choices=tuple(MIXTURES), help="Gaussian mixture (SPEC §4)")
+    p.add_argument("--preset", default=None, choices=tuple(PRESETS), help="a paper's toy experiment with its own settings (PRESETS)")
+    p.add_argument("--method", default="all", choices=METHODS + ("all",), help="training method (all: every one, paired runs)")
+    p.add_argument("--dataset", nargs="+", default=["ring8"], choices=tuple(MIXTURES), help="Gaussian mixture(s) (SPEC §4)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one training run per seed; mean and std over them")
-    p.add_argument("--steps", type=int, default=1500, help="generator updates per run (default: the demo, ~4 min on 2 CPU cores)")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--z-dim", type=int, default=256, help="latent dimension (256 as Metz et al.; Roth et al. used 2)")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between mode metrics (0: --steps / 5)")
+    p.add_argument("--steps", type=int, help="generator updates per run")
+    p.add_argument("--layers", type=int, help="hidden layers of G and of D")
+    p.add_argument("--width", type=int, help="units per hidden layer")
+    p.add_argument("--activation", choices=("tanh", "relu"), help="hidden activation")
+    p.add_argument("--init", choices=("orthogonal", "normal0.1", "default"),
+                   help="orthogonal gain 1.4 (Metz's notebook); normal0.1: N(0, 0.1) truncated at 2 std (Roth's 3DGAN.py); default: PyTorch's")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--z-dim", type=int, help="latent dimension")
+    p.add_argument("--lr-g", type=float, help="G's Adam learning rate")
+    p.add_argument("--lr-d", type=float, help="D's (and the lens's) Adam learning rate")
+    p.add_argument("--beta1", type=float)
+    p.add_argument("--beta2", type=float)
+    p.add_argument("--lr-decay-start", type=float, help="fraction of the run after which every lr decays linearly to 0 (1: constant)")
+    p.add_argument("--n-critic", type=int, default=None, help="D steps per G step (default: 5 for wgan-gp, else 1)")
+    p.add_argument("--eval-every", type=int, help="steps between mode metrics (0: --steps / 5)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs in parallel, one process and one thread each")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (these MLPs are fastest on a CPU)")
     p.add_argument("--out-dir", default="runs", help="parent folder of the run directory")
-    for name in ("lr_g", "lr_d", "beta1", "beta2", "n_critic"):  # default: the method's own, see HPARAMS
-        p.add_argument(f"--{name.replace('_', '-')}", type=int if name == "n_critic" else float, default=None,
-                       help=f"{name.replace('_', ' ')} for every method (default: each method's paper setting, HPARAMS)")
     # method-specific arguments
-    p.add_argument("--lens-k", type=int, default=0, help="lens: K of the lambda schedule eq. (4) (0: --steps / 2)")
-    p.add_argument("--gamma", type=float, default=0.1, help="reg: gamma, constant (Roth et al.'s toy setting)")
-    p.add_argument("--unroll-steps", type=int, default=5, help="unrolled: K (Metz et al. notebook 5; paper Fig. 2 10)")
-    p.add_argument("--gp-lambda", type=float, default=0.1, help="wgan-gp: gradient penalty weight (Gulrajani et al.'s toy setting)")
+    p.add_argument("--lens-k", type=int, help="lens: K of the lambda schedule eq. (4) (0: --steps / 2)")
+    p.add_argument("--gamma", type=float, help="reg: gamma, constant (Roth et al.'s toy setting 0.1)")
+    p.add_argument("--reg-g-loss", choices=("ns", "mm"), help="reg: G's loss, non-saturating (as gan) or saturating (the authors' 3DGAN.py)")
+    p.add_argument("--unroll-steps", type=int, help="unrolled: K (Metz et al.'s notebook 5; paper Fig. 2 10)")
+    p.add_argument("--gp-lambda", type=float, help="wgan-gp: gradient penalty weight (gan_toy.py's 0.1)")
     p.error = fail  # one error line instead of argparse's usage dump
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    preset = PRESETS.get(pre.parse_known_args(argv)[0].preset)
+    p.set_defaults(**{**SETTING, **(preset["settings"] if preset else {})})  # explicit flags still win
+    if preset:
+        p.set_defaults(dataset=preset["datasets"])
     args = p.parse_args(argv)
-    for name in ("steps", "batch_size", "z_dim", "n_critic", "eval_every", "lens_k", "unroll_steps", "gamma", "gp_lambda", "lr_g", "lr_d"):
-        value, positive = getattr(args, name), name in ("steps", "batch_size", "z_dim", "n_critic")
+    if preset and args.method != "all":
+        fail(f"--method would be ignored: --preset {args.preset} runs {', '.join(r[0] for r in preset['runs'])}")
+    for name in ("steps", "batch_size", "z_dim", "layers", "width", "jobs", "n_critic", "eval_every", "lens_k", "unroll_steps",
+                 "gamma", "gp_lambda", "lr_g", "lr_d"):
+        value, positive = getattr(args, name), name in ("steps", "batch_size", "z_dim", "layers", "width", "jobs", "n_critic", "lr_g", "lr_d")
         if value is not None and not (value > 0 if positive else value >= 0):  # `not` also rejects NaN
             fail(f"--{name.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
-    if not all(b is None or 0 <= b < 1 for b in (args.beta1, args.beta2)):
+    if not all(0 <= b < 1 for b in (args.beta1, args.beta2)):
         fail(f"Adam betas must be in [0, 1), got {args.beta1}, {args.beta2}")
-    if len(set(args.seeds)) != len(args.seeds):
-        fail(f"--seeds must be distinct, got {args.seeds}")
+    if not 0 <= args.lr_decay_start <= 1:
+        fail(f"--lr-decay-start must be in [0, 1], got {args.lr_decay_start}")
+    if len(set(args.seeds)) != len(args.seeds) or len(set(args.dataset)) != len(args.dataset):
+        fail(f"--seeds and --dataset must be distinct, got {args.seeds}, {args.dataset}")
     args.eval_every = args.eval_every or max(args.steps // SNAPSHOTS, 1)
     args.lens_k = args.lens_k or max(args.steps // 2, 1)
     return args
+
+
+def runs_of(args):
+    """(row label, method, overrides) of every run per seed: the preset's, or one per --method."""
+    if args.preset:
+        return PRESETS[args.preset]["runs"]
+    return [(m, m, {}) for m in (METHODS if args.method == "all" else (args.method,))]
 
 
 def fail(message, code=2):
@@ -135,6 +202,13 @@ def sample_mixture(name, n, generator=None):
     return embed_3d(xy) if name == "ring7-3d" else xy
 
 
+def mode_points(name, n, generator=None):
+    """n samples of each component in turn (component-major): the real points of the mean D score per mode."""
+    means, std = MIXTURES[name]
+    xy = means.repeat_interleave(n, 0) + std * torch.randn(len(means) * n, 2, generator=generator)
+    return embed_3d(xy) if name == "ring7-3d" else xy
+
+
 def mode_metrics(samples, name):
     """VEEGAN / PacGAN metrics. A sample is high quality (HQ) within 3 std of its nearest mean; a mode is captured
     when it is the nearest mean of at least one HQ sample; reverse KL = KL(p_gen || uniform) over the histogram
@@ -151,16 +225,21 @@ def mode_metrics(samples, name):
 
 
 # ------------------------------------------------------------------------------------------------ networks
-def mlp(*widths, final=()):
-    """Linear layers of the given widths with tanh between them."""
-    layers = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.Tanh())][:-1]
+def mlp(*widths, activation="tanh", final=()):
+    """Linear layers of the given widths with the activation between them."""
+    act = nn.Tanh if activation == "tanh" else nn.ReLU
+    layers = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), act())][:-1]
     return nn.Sequential(*layers, *final)
 
 
-def orthogonal_init(m):
-    """Metz et al.'s notebook: orthogonal weights with gain 1.4, zero biases."""
-    if isinstance(m, nn.Linear):
-        nn.init.orthogonal_(m.weight, gain=1.4)
+def init_weights(m, kind):
+    """orthogonal: Metz et al.'s notebook (gain 1.4); normal0.1: Roth et al.'s 3DGAN.py (truncated normal, std
+    0.1); default: PyTorch's (gan_toy.py's tflib init is not reproduced). Biases 0 for the first two."""
+    if isinstance(m, nn.Linear) and kind != "default":
+        if kind == "orthogonal":
+            nn.init.orthogonal_(m.weight, gain=1.4)
+        else:
+            nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
         nn.init.zeros_(m.bias)
 
 
@@ -192,174 +271,247 @@ def bce_d_loss(real_logits, fake_logits):
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
 
 
-def lens_lambda(t, K):
-    """Weight of the lens' adversarial term at step t, eq. (4): 1 - sin(t pi / 2K) for t <= K, else 0."""
-    return 1 - math.sin(t * math.pi / (2 * K)) if t <= K else 0.0  # eq. (4)
+def bce_g_loss(fake_logits, saturating=False):
+    """-log D(G(z)) (eq. 5, non-saturating) or, saturating, log(1 - D(G(z))) = -softplus(phi)."""
+    if saturating:
+        return -F.softplus(fake_logits).mean()
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
-def aw_weights(grad_real, grad_fake, s_r, s_f, alpha1=0.5, alpha2=0.75, delta=0.05, eps=0.05, normalized=True):
-    """Algorithm 1 of Zadorozhnyy et al. (normalized=False: Algorithm 2). grad_real / grad_fake: the flattened
-    gradients of L_r and L_f w.r.t. all D parameters; s_r, s_f: mean sigmoid scores on the real and fake batch.
-    Returns (w_r, w_f, case) with the case numbered as in Algorithm 1 (1-2 favour real, 3-4 fake, 5 bisector)."""
-    rr = grad_real.dot(grad_real).item() + 1e-4  # the authors' offset against division by zero
-    ff = grad_fake.dot(grad_fake).item() + 1e-4
-    rf = grad_real.dot(grad_fake).item()
-    norm_r, norm_f = (math.sqrt(rr), math.sqrt(ff)) if normalized else (1.0, 1.0)
-    if s_r < alpha1 or s_r < s_f - delta:  # favour the real loss
-        case, w_r, w_f = (1, 1 / norm_r, -rf / (ff * norm_r)) if rf <= 0 else (2, 1 / norm_r, 0.0)  # 1: orthogonal to g_f (Thm. 2)
-    elif s_r > alpha2 and s_r > s_f - delta:  # favour the fake loss
-        case, w_r, w_f = (3, -rf / (rr * norm_f), 1 / norm_f) if rf <= 0 else (4, 0.0, 1 / norm_f)  # 3: orthogonal to g_r
-    else:
-        case, w_r, w_f = 5, 1 / norm_r, 1 / norm_f  # angle bisector (Thm. 2)
-    return w_r + eps, w_f + eps, case
-
-
-def js_regularizer(discriminator, real, fake):
-    """Roth et al.'s JS regularizer in logit form, eq. (22) / appendix eq. (30), phi = D's logit:
-    Omega = E_P[(1 - sigmoid(phi(x)))^2 |grad_x phi(x)|^2] + E_Q[sigmoid(phi(x~))^2 |grad_x~ phi(x~)|^2],
-    on the same real and fake minibatches as the GAN loss, differentiable w.r.t. D's parameters."""
-    x = torch.cat([real, fake]).detach().requires_grad_(True)
-    logits = discriminator(x)
-    grad_norm2 = torch.autograd.grad(logits.sum(), x, create_graph=True)[0].flatten(1).pow(2).sum(1)
-    weight = torch.cat([1 - torch.sigmoid(logits[:len(real)]), torch.sigmoid(logits[len(real):])])
-    return (weight.pow(2) * grad_norm2)[:len(real)].mean() + (weight.pow(2) * grad_norm2)[len(real):].mean()  # eq. (22)
-
-
-def gradient_penalty(critic, real, fake):
-    """WGAN-GP penalty E[(|grad D(x^)|_2 - 1)^2] at x^ = eps x + (1 - eps) G(z), eps ~ U[0, 1] per sample."""
-    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    grad = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)[0]
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()  # Gulrajani et al. eq. (3)
+# The image scripts' own functions, text for text (tests/test_toy2d.py compares them): adam_state, adam_step
+# (unrolled_gan.py), gradient_products, aw_weights (aw_gan.py), gradient_penalty (wgan_gp.py), lens_lambda
+# (lens_gan.py), JSRegularizer, js_regularizer (reg_gan.py).
+def adam_state(optimizer, params):
+    """An optimizer's live Adam state per parameter name, as adam_step takes it (zeros before its first step).
+    These are the live tensors, read and never written; .get() so that not even an empty entry is added."""
+    unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if optimizer.param_groups[0].get(k)]
+    if len(optimizer.param_groups) != 1 or unsupported or not isinstance(optimizer, torch.optim.Adam):
+        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has {len(optimizer.param_groups)} "
+                         f"group(s){', ' + ', '.join(unsupported) if unsupported else ''}")
+    state = {}
+    for name, p in params.items():
+        live = optimizer.state.get(p) or {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        state[name] = {"step": float(live["step"]), "exp_avg": live["exp_avg"], "exp_avg_sq": live["exp_avg_sq"]}
+    return state
 
 
 def adam_step(params, grads, state, lr, betas, eps):
-    """One torch.optim.Adam step (no weight decay, no amsgrad) as a pure function of tensors, differentiable
-    w.r.t. params and grads: returns the new parameter dict and the new state (step, m, v)."""
-    step, (beta1, beta2) = state["step"] + 1, betas
-    m = {k: beta1 * state["m"][k] + (1 - beta1) * grads[k] for k in params}
-    v = {k: beta2 * state["v"][k] + (1 - beta2) * grads[k] * grads[k] for k in params}
-    step_size, bias_correction2_sqrt = lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step)
-    # sqrt'(0) is infinite: the clamp keeps G's gradient finite where a D gradient has been exactly 0 so far, and
-    # changes no value that survives the "+ eps" (as unrolled_gan.py)
-    new = {k: params[k] - step_size * m[k] / (v[k].clamp_min(torch.finfo(v[k].dtype).tiny).sqrt() / bias_correction2_sqrt + eps)
-           for k in params}
-    return new, {"step": step, "m": m, "v": v}
+    """One step of torch.optim.Adam (Kingma & Ba 2015, Alg. 1 with bias correction; no weight decay, no amsgrad)
+    as a pure function on dicts of tensors keyed by parameter name: returns (new_params, new_state), writes nothing,
+    and is differentiable w.r.t. params, grads and state. The operations are those of torch's single-tensor Adam."""
+    beta1, beta2 = betas
+    new_params, new_state = {}, {}
+    for name, p in params.items():
+        g, step = grads[name], state[name]["step"] + 1
+        m = state[name]["exp_avg"].lerp(g, 1 - beta1)
+        v = torch.addcmul(state[name]["exp_avg_sq"] * beta2, g, g, value=1 - beta2)
+        # sqrt'(0) is infinite: clamping at the smallest normal number keeps G's gradient finite where D's gradient
+        # has been exactly 0 so far, and changes no value that survives the "+ eps"
+        denom = v.clamp_min(torch.finfo(v.dtype).tiny).sqrt() / (1 - beta2 ** step) ** 0.5 + eps
+        new_params[name] = torch.addcdiv(p, m, denom, value=-lr / (1 - beta1 ** step))
+        new_state[name] = {"step": step, "exp_avg": m, "exp_avg_sq": v}
+    return new_params, new_state
 
 
-def unrolled_discriminator(D, optimizer, real, fake, K):
-    """theta_D^K: K Adam steps of D's loss on one minibatch, from D's live parameters and Adam state (m, v, step),
-    keeping the graph (create_graph=True) so that G's gradient includes the second-order term, eq. (7)."""
+def gradient_products(grad_real, grad_fake):
+    """(g_r.g_r, g_f.g_f, g_r.g_f) of the flattened gradients, on their device: all that aw_weights and
+    gradient_angle need of them."""
+    return torch.stack([grad_real @ grad_real, grad_fake @ grad_fake, grad_real @ grad_fake])
+
+
+def aw_weights(products, s_r, s_f, alpha1=0.5, alpha2=0.75, delta=0.05, eps=0.05, normalized=True):
+    """Algorithm 1 (normalized) or Algorithm 2 (not): the weights (w_r, w_f) of eq. (2) as plain numbers, and the
+    case taken (1-5, numbered as in the module docstring and the authors' aw_loss.py). products: the numbers
+    (g_r.g_r, g_f.g_f, g_r.g_f) of gradient_products; s_r, s_f: D's mean scores (probabilities) on the real and fake
+    batch. The tests are strict as in Algorithm 1: s_r exactly at alpha1, alpha2 or s_f - delta takes the bisector
+    (case 5)."""
+    rr, ff, rf = products
+    rr, ff = rr + 1e-4, ff + 1e-4  # as the authors: no division by zero when a gradient vanishes
+    norm_r, norm_f = (math.sqrt(rr), math.sqrt(ff)) if normalized else (1.0, 1.0)
+    if s_r < alpha1 or s_r < s_f - delta:  # favour real: w_r g_r + w_f g_f orthogonal to g_f (1) or along g_r (2)
+        case, w_r, w_f = (1, 1 / norm_r, -rf / (ff * norm_r)) if rf <= 0 else (2, 1 / norm_r, 0.0)
+    elif s_r > alpha2 and s_r > s_f - delta:  # favour fake: orthogonal to g_r (3) or along g_f (4)
+        case, w_r, w_f = (3, -rf / (rr * norm_f), 1 / norm_f) if rf <= 0 else (4, 0.0, 1 / norm_f)
+    else:  # both: the angle bisector of g_r and g_f (Theorem 2, case 1)
+        case, w_r, w_f = 5, 1 / norm_r, 1 / norm_f
+    return w_r + eps, w_f + eps, case
+
+
+def gradient_penalty(critic, real, fake, return_norms=False):
+    """E_x^[(||grad_x^ D(x^)||_2 - 1)^2], the penalty of eq. (3) without its lambda, on x^ = eps x + (1 - eps) x~ with
+    eps ~ U[0, 1] drawn per sample from the global torch RNG (Algorithm 1 lines 4-6). Norms are per sample over all
+    input dimensions; create_graph=True makes the penalty differentiable w.r.t. the critic's weights. grad_x^ of
+    sum_i D(x^_i) is each sample's own gradient because the critic has no batch statistics. return_norms=True also
+    returns the per-sample gradient norms (detached) for logging."""
+    real, fake = real.detach(), fake.detach()
+    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)  # Algorithm 1 line 6
+    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True, materialize_grads=True)
+    norms = grad.flatten(1).norm(dim=1)
+    penalty = ((norms - 1) ** 2).mean()  # eq. (3), second term
+    return (penalty, norms.detach()) if return_norms else penalty
+
+
+def lens_lambda(t, k):
+    """Weight of the lens's adversarial term at step t: 1 at t = 0, 0 from t = K on."""
+    return 1 - math.sin(t * math.pi / (2 * k)) if t <= k else 0.0  # eq. (4)
+
+
+JSRegularizer = namedtuple("JSRegularizer", "omega omega_real omega_fake real_logits fake_logits")
+
+
+def js_regularizer(discriminator, real, fake):
+    """Omega_JS of eqs. (22) / (30) on the GAN loss's own real and fake minibatches, differentiable w.r.t. D's
+    parameters: squared norms per sample over all input dimensions, a mean over each batch. Ambiguity: with batch-
+    statistics BatchNorm, phi(x_i) depends on the whole batch; like the authors' tf.gradients we take grad_x of
+    sum_i phi(x_i), which is the per-sample gradient exactly when D has no such coupling."""
+    real, fake = real.detach().requires_grad_(True), fake.detach().requires_grad_(True)
+    real_logits, fake_logits = discriminator(real), discriminator(fake)  # two passes: BN statistics as in the GAN loss
+    grad_real, grad_fake = torch.autograd.grad(real_logits.sum() + fake_logits.sum(), (real, fake), create_graph=True,
+                                               materialize_grads=True)  # a constant phi has zero gradient, not None
+    omega_real = (torch.sigmoid(-real_logits) ** 2 * grad_real.flatten(1).pow(2).sum(1)).mean()  # eq. (30): 1 - D(x), no underflow
+    omega_fake = (torch.sigmoid(fake_logits) ** 2 * grad_fake.flatten(1).pow(2).sum(1)).mean()  # eq. (30)
+    return JSRegularizer(omega_real + omega_fake, omega_real, omega_fake, real_logits, fake_logits)  # eq. (22)
+
+def unrolled_discriminator(D, optimizer, real, fake, unroll_steps):
+    """theta_D^K of unrolled_gan.py's unroll: K steps of D's own Adam (eqs. 6-7) from its live parameters and state,
+    on this iteration's minibatch (real, fake), keeping the graph through every step (both terms of eq. 12)."""
     params = dict(D.named_parameters())
-    live = [optimizer.state[p] for p in params.values()]
-    state = {"step": float(live[0]["step"]) if live[0] else 0.0,
-             "m": {k: s["exp_avg"] if s else torch.zeros_like(p) for (k, p), s in zip(params.items(), live)},
-             "v": {k: s["exp_avg_sq"] if s else torch.zeros_like(p) for (k, p), s in zip(params.items(), live)}}
-    group = optimizer.param_groups[0]
-    for _ in range(K):
-        logits = functional_call(D, params, (torch.cat([real, fake]),))
-        loss = bce_d_loss(logits[:len(real)], logits[len(real):])
-        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=True)))
-        params, state = adam_step(params, grads, state, group["lr"], group["betas"], group["eps"])  # eq. (7)
+    state, group = adam_state(optimizer, params), optimizer.param_groups[0]
+    for _ in range(unroll_steps):
+        real_logits, fake_logits = (functional_call(D, params, (x,)) for x in (real, fake))
+        grads = torch.autograd.grad(bce_d_loss(real_logits, fake_logits), list(params.values()), create_graph=True)
+        params, state = adam_step(params, dict(zip(params, grads)), state, group["lr"], group["betas"], group["eps"])  # eq. (7)
     return params
 
 
+def unrolled_generator_loss(D, optimizer, real, fake, unroll_steps):
+    """f_K (eq. 9) as G minimizes it, as unrolled_gan.py --loss gan: -log D_K(G(z)) + log D_K(x) at theta_D^K."""
+    params = unrolled_discriminator(D, optimizer, real, fake, unroll_steps)
+    real_logits, fake_logits = (functional_call(D, params, (x,)) for x in (real, fake))
+    return bce_g_loss(fake_logits) - F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+
+
+def lr_factor(done, steps, decay_start):
+    """1 until a fraction decay_start of the run is done, then linearly down to 0 at its end."""
+    start = decay_start * steps
+    return 1.0 if done <= start or start >= steps else (steps - done) / (steps - start)
+
+
 # ------------------------------------------------------------------------------------------------ training
-def method_hparams(args, method):  # HPARAMS with the command line's overrides
-    return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in HPARAMS[method].items()}
-
-
-def train(args, method, seed, device, log):
-    """One training run. Returns the final metrics, losses and a few sample snapshots for the figure."""
-    hp = method_hparams(args, method)
-    d = mixture_means(args.dataset).shape[1]
+def train(args, label, method, overrides, seed, dataset):
+    """One training run. Returns (final metrics, sample snapshots for the figure, metric records)."""
+    a = argparse.Namespace(**{**vars(args), **overrides})
+    n_critic = a.n_critic or N_CRITIC.get(method, 1)
+    d, device = mixture_means(dataset).shape[1], torch.device(a.device)
     torch.manual_seed(seed)  # G, then D: every method starts from the same weights for a given seed
-    G, D = mlp(args.z_dim, 128, 128, d).to(device), mlp(d, 128, 128, 1, final=[nn.Flatten(0)]).to(device)
-    G.apply(orthogonal_init), D.apply(orthogonal_init)
-    opt_g = torch.optim.Adam(G.parameters(), lr=hp["lr_g"], betas=(hp["beta1"], hp["beta2"]))
-    opt_d = torch.optim.Adam(D.parameters(), lr=hp["lr_d"], betas=(hp["beta1"], hp["beta2"]))
-    if method == "lens":
+    G = mlp(a.z_dim, *[a.width] * a.layers, d, activation=a.activation).to(device)
+    D = mlp(d, *[a.width] * a.layers, 1, activation=a.activation, final=[nn.Flatten(0)]).to(device)
+    G.apply(lambda m: init_weights(m, a.init)), D.apply(lambda m: init_weights(m, a.init))
+    opt_g = torch.optim.Adam(G.parameters(), lr=a.lr_g, betas=(a.beta1, a.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=a.lr_d, betas=(a.beta1, a.beta2))
+    optimizers, lens = [opt_g, opt_d], None
+    if method == "lens":  # one lr for G, D and the lens, as Sajjadi et al. Sec. 2.4
         lens = Lens(d).to(device)
-        opt_lens = torch.optim.Adam(lens.parameters(), lr=1e-4, betas=(hp["beta1"], hp["beta2"]))  # lens lr: Sajjadi et al. Sec. 2.4
-    eval_z = torch.randn(EVAL_SAMPLES, args.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    data, snapshots, start = torch.Generator().manual_seed(seed), [], time.time()
+        optimizers.append(torch.optim.Adam(lens.parameters(), lr=a.lr_d, betas=(a.beta1, a.beta2)))
+    base_lrs = [o.param_groups[0]["lr"] for o in optimizers]
+    eval_z = torch.randn(EVAL_SAMPLES, a.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    score_x = mode_points(dataset, SCORE_SAMPLES, torch.Generator().manual_seed(seed)).to(device)
+    data, snapshots, records, start = torch.Generator().manual_seed(seed), [], [], time.time()
 
     def batch():
-        return sample_mixture(args.dataset, args.batch_size, data).to(device)
+        return sample_mixture(dataset, a.batch_size, data).to(device)
 
     def noise():  # the global RNG, seeded above
-        return torch.randn(args.batch_size, args.z_dim, device=device)
+        return torch.randn(a.batch_size, a.z_dim, device=device)
 
-    for step in range(1, args.steps + 1):
-        # ALGO LOGIC: n_critic discriminator updates on fresh samples
-        for _ in range(hp["n_critic"]):
-            real, fake = batch(), G(noise()).detach()
-            d_in = lens(real).detach() if method == "lens" else real  # eq. (7): D sees L(x); D's loss never trains L
-            real_logits, fake_logits = D(d_in), D(fake)
+    for step in range(1, a.steps + 1):
+        for o, lr in zip(optimizers, base_lrs):
+            o.param_groups[0]["lr"] = lr * lr_factor(step - 1, a.steps, a.lr_decay_start)
+        stats = {}
+        # ALGO LOGIC: n_critic discriminator updates on fresh samples; for unrolled, G's unrolled step (eq. 10) and
+        # D's ordinary step (eq. 11) share the last minibatch and both start from this (theta_G, theta_D)
+        for i in range(n_critic):
+            real, last = batch(), i == n_critic - 1
+            with torch.set_grad_enabled(last and method == "unrolled"):
+                fake = G(noise())
+            if last and method == "unrolled":  # before D's step: the unroll starts from D's live state
+                loss_g = unrolled_generator_loss(D, opt_d, real, fake, a.unroll_steps)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward(inputs=list(G.parameters()))  # eq. (12); D's .grad is left alone
+                loss_g, fake = loss_g.detach(), fake.detach()
+            with torch.set_grad_enabled(last and lens is not None):  # only the last L(x) trains the lens
+                lensed = lens(real) if lens else real  # eq. (7): D sees L(x)
             opt_d.zero_grad(set_to_none=True)
-            if method == "wgan-gp":
-                loss_d = fake_logits.mean() - real_logits.mean() + args.gp_lambda * gradient_penalty(D, real, fake)
-            elif method == "aw":  # eq. (2) with Algorithm 1: D's gradient is w_r g_r + w_f g_f
+            if method == "aw":  # as aw_gan.py's aw_d_step: D's gradient is w_r g_r + w_f g_f, eq. (2)
+                real_logits, fake_logits = D(real), D(fake)
                 loss_r, loss_f = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)),
                                   F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-                g_r, g_f = (torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(D.parameters()))])
-                            for loss in (loss_r, loss_f))
-                w_r, w_f, case = aw_weights(g_r, g_f, torch.sigmoid(real_logits).mean().item(), torch.sigmoid(fake_logits).mean().item())
+                g_r, g_f = (torch.cat([g.flatten() for g in torch.autograd.grad(part, list(D.parameters()))]) for part in (loss_r, loss_f))
+                products = gradient_products(g_r, g_f)
+                rr, ff, rf, s_r, s_f = torch.cat([products, torch.stack([torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])]).tolist()
+                w_r, w_f, case = aw_weights((rr, ff, rf), s_r, s_f)
                 for p, g in zip(D.parameters(), (w_r * g_r + w_f * g_f).split([p.numel() for p in D.parameters()])):
                     p.grad = g.view_as(p)
-                loss_d = w_r * loss_r + w_f * loss_f  # eq. (2), logged only
+                loss_d = (loss_r + loss_f).detach()
+                stats.update(w_r=w_r, w_f=w_f, aw_case=case)
+            elif method == "reg" and a.gamma:  # as reg_gan.py: the regularizer's forward gives the loss's logits
+                reg = js_regularizer(D, real, fake)
+                loss_d = bce_d_loss(reg.real_logits, reg.fake_logits)
+                (loss_d + a.gamma / 2 * reg.omega).backward(inputs=list(D.parameters()))  # eq. (18): F - gamma/2 Omega
             else:
-                loss_d = bce_d_loss(real_logits, fake_logits)  # eqs. (6), (7)
-                if method == "reg":
-                    loss_d = loss_d + args.gamma / 2 * js_regularizer(D, real, fake)  # eq. (18): F - gamma/2 Omega
-            if method != "aw":
+                real_logits, fake_logits = D(lensed.detach()), D(fake)  # detached: D's loss never trains the lens
+                if method == "wgan-gp":
+                    loss_d = fake_logits.mean() - real_logits.mean() + a.gp_lambda * gradient_penalty(D, real, fake)
+                else:
+                    loss_d = bce_d_loss(real_logits, fake_logits)  # eqs. (6), (7)
                 loss_d.backward()
             opt_d.step()  # eq. (11) for unrolled
-        stats = {"d_loss": loss_d.item()}
-        if method == "aw":
-            stats.update(w_r=w_r, w_f=w_f, aw_case=case)
-        if method == "lens":  # eqs. (2), (3), (8): once per iteration, against the D just updated
-            lam, lensed = lens_lambda(step, args.lens_k), lens(real)
-            loss_lens = lam * F.softplus(D(lensed)).mean() + (real - lensed).pow(2).mean()  # per-element mean
-            opt_lens.zero_grad(set_to_none=True)
+        if lens is not None:  # as lens_gan.py: once per iteration, on the last batch, whose L(x) has its graph
+            lam = lens_lambda(step - 1, a.lens_k)
+            adv_term = lam * F.softplus(D(lensed)).mean() if lam else real.new_zeros(())  # eq. (8); lambda 0: skip D
+            loss_lens = adv_term + (real - lensed).pow(2).mean()  # eq. (3), L^R a per-element mean
+            optimizers[2].zero_grad(set_to_none=True)
             loss_lens.backward(inputs=list(lens.parameters()))
-            opt_lens.step()
+            optimizers[2].step()
             stats.update(lens_loss=loss_lens.item(), lens_lambda=lam)
-
         # ALGO LOGIC: one generator update
-        fake = G(noise())
-        unrolled = method == "unrolled" and args.unroll_steps > 0
-        if unrolled:  # eq. (10): f at theta_D^K(theta_G), on D's last real batch
-            theta_k = unrolled_discriminator(D, opt_d, real, fake, args.unroll_steps)
-            real_logits_k, fake_logits = functional_call(D, theta_k, (real,)), functional_call(D, theta_k, (fake,))
-        else:
-            fake_logits = D(fake)
-        if method == "wgan-gp":
-            loss_g = -fake_logits.mean()
-        elif method == "mm":
-            loss_g = -F.softplus(fake_logits).mean()  # log(1 - D(G(z))) = -softplus(phi)
-        else:
-            loss_g = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))  # eq. (5)
-        if unrolled:  # f's real term E[log D(x)] reaches G through theta_D^K (as unrolled_gan.py; 0 for K = 0)
-            loss_g = loss_g - F.binary_cross_entropy_with_logits(real_logits_k, torch.ones_like(real_logits_k))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward(inputs=list(G.parameters()))
-        opt_g.step()
-        stats["g_loss"] = loss_g.item()
+        if method != "unrolled":
+            fake_logits = D(G(noise()))
+            saturating = method == "mm" or (method == "reg" and a.reg_g_loss == "mm")
+            loss_g = -fake_logits.mean() if method == "wgan-gp" else bce_g_loss(fake_logits, saturating)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward(inputs=list(G.parameters()))
+        opt_g.step()  # eq. (10) for unrolled
+        stats.update(d_loss=loss_d.item(), g_loss=loss_g.item())
 
         # TRY NOT TO MODIFY: non-finite check, evaluation, snapshots
         finite = all(map(math.isfinite, stats.values()))
-        if step % args.eval_every == 0 or step == args.steps or not finite:
+        if step % a.eval_every == 0 or step == a.steps or not finite:
             with torch.no_grad():
-                samples = G(eval_z).cpu()
-            metrics = mode_metrics(samples, args.dataset)
-            log({"method": method, "seed": seed, "step": step, **stats, **metrics, "time": time.time() - start})
-            snapshots.append((step, metrics, samples[:PLOT_SAMPLES]))
+                samples, scores = G(eval_z).cpu(), D(score_x).view(-1, SCORE_SAMPLES).mean(1).cpu()
+            metrics = mode_metrics(samples, dataset)
+            record = {"dataset": dataset, "run": label, "method": method, "seed": seed, "step": step, **stats, **metrics,
+                      "time": time.time() - start}
+            records.append(record)
+            print(f"{dataset} {label} seed {seed} step {step}/{a.steps} | d_loss {stats['d_loss']:.4f} | g_loss {stats['g_loss']:.4f} | "
+                  f"modes {metrics['modes']} | HQ {metrics['hq']:.1f}% | reverse KL {metrics['reverse_kl']:.3f} | {record['time']:.0f}s", flush=True)
+            snapshots.append((step, metrics, samples[:PLOT_SAMPLES], scores))
             if not finite:
-                print(f"{method} seed {seed}: non-finite loss at step {step} ({stats}); run stopped", file=sys.stderr)
+                print(f"{label} seed {seed}: non-finite loss at step {step} ({stats}); run stopped", file=sys.stderr)
                 break
-    return {"seed": seed, **metrics, **stats, "steps_done": step, "diverged": not finite,
-            "wall_time": time.time() - start}, snapshots
+    final = {"seed": seed, **metrics, **stats, "steps_done": step, "diverged": not finite, "wall_time": time.time() - start}
+    return final, snapshots, records
+
+
+def run_job(args, job):
+    """One (label, method, overrides, seed, dataset) run, on one thread (in a worker process, or in this one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(args, *job)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------- reporting
@@ -368,30 +520,43 @@ def plane_coordinates(points):
     return ((points - TRANSLATION_3D) @ ROTATION_3D)[:, :2]
 
 
-def plot_snapshots(path, dataset, rows):
-    """Metz et al. Fig. 2 style: per method a row of generated samples at several steps beside the target."""
+def plot_snapshots(path, dataset, rows, scores=False, title=""):
+    """Metz et al. Fig. 2 style: per run a row of generated samples at several steps beside the target; with scores,
+    under each a row of D's mean logit on each mode's real points (the aw paper's Fig. 6)."""
     project = plane_coordinates if dataset == "ring7-3d" else (lambda x: x)
     target = project(sample_mixture(dataset, PLOT_SAMPLES, torch.Generator().manual_seed(0)))
     means = project(mixture_means(dataset))
     lim = 1.6 if dataset != "grid25" else 6.0
-    columns = SNAPSHOTS + 1
-    fig = Figure(figsize=(2.3 * columns, 2.5 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), columns, squeeze=False)
-    for r, (method, snaps) in enumerate(rows):
+    columns, per_run = SNAPSHOTS + 1, 2 if scores else 1
+    fig = Figure(figsize=(2.3 * columns, 2.4 * len(rows) * per_run), layout="constrained")
+    axes = fig.subplots(len(rows) * per_run, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (label, snaps) in enumerate(rows):
         snaps = snaps if len(snaps) <= SNAPSHOTS else [snaps[round(i * (len(snaps) - 1) / (SNAPSHOTS - 1))] for i in range(SNAPSHOTS)]
         cells = [(c, f"step {s}: {m['modes']}/{len(means)} modes\nHQ {m['hq']:.0f}%, reverse KL {m['reverse_kl']:.2f}", project(x), "tab:blue")
-                 for c, (s, m, x) in enumerate(snaps)] + [(columns - 1, "target", target, "tab:red")]
-        for ax in axes[r]:
-            ax.axis("off")
-        for c, title, points, color in cells:
-            ax = axes[r][c]
+                 for c, (s, m, x, _) in enumerate(snaps)] + [(columns - 1, "target", target, "tab:red")]
+        for c, cell_title, points, color in cells:
+            ax = axes[r * per_run][c]
             ax.axis("on"), ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal"), ax.tick_params(labelsize=6)
             ax.scatter(means[:, 0], means[:, 1], s=14, c="none", edgecolors="gray", linewidths=0.6)
             ax.scatter(points[:, 0], points[:, 1], s=1, c=color, alpha=0.5)
-            ax.set_title(title, fontsize=7)
-        axes[r][0].set_ylabel(method, fontsize=10, fontweight="bold")
-    fig.suptitle(f"toy2d on {dataset}" + (" (in-plane coordinates)" if dataset == "ring7-3d" else ""), fontsize=11)
-    fig.savefig(path, dpi=110)
+            ax.set_title(cell_title, fontsize=7)
+        axes[r * per_run][0].set_ylabel(label, fontsize=10, fontweight="bold")
+        if scores:
+            low = min(float(v.min()) for *_, v in snaps)
+            high = max(float(v.max()) for *_, v in snaps)
+            for c, (s, _, _, v) in enumerate(snaps):
+                ax = axes[r * per_run + 1][c]
+                ax.axis("on"), ax.tick_params(labelsize=6), ax.set_ylim(min(low, 0) - 0.5, max(high, 0) + 0.5)
+                ax.bar(range(1, len(v) + 1), v.numpy(), color="tab:green")
+                ax.axhline(0, color="gray", linewidth=0.5)
+                ax.set_title(f"step {s}: mean D logit per mode", fontsize=7)
+            axes[r * per_run + 1][0].set_ylabel(f"{label}: D scores", fontsize=9)
+    fig.suptitle(title or f"toy2d on {dataset}" + (" (in-plane coordinates)" if dataset == "ring7-3d" else ""), fontsize=11)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    Image.open(buffer).convert("RGB").quantize(64).save(path, optimize=True)  # a palette: small enough to commit
 
 
 def pick_device(name):
@@ -405,7 +570,7 @@ def pick_device(name):
 
 
 def new_run_dir(args):
-    name = f"{args.dataset}__toy2d-{args.method}__{int(time.time())}"
+    name = f"{'-'.join(args.dataset)}__toy2d-{args.preset or args.method}__{int(time.time())}"
     for n in range(1000):  # runs started in the same second get _1, _2, ...
         run_dir = Path(args.out_dir) / (f"{name}_{n}" if n else name)
         try:
@@ -416,37 +581,42 @@ def new_run_dir(args):
     fail(f"cannot create a run directory under {args.out_dir}")
 
 
+COST = {"unrolled": 6, "wgan-gp": 5, "reg": 2, "aw": 2, "lens": 2}  # rough time per step, to start the long runs first
+
+
 def main(argv=None):
     args = parse_args(argv)
-    device = pick_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # these small MLPs gain little from threads, and a shared CPU makes them much slower
+    pick_device(args.device)
     run_dir, start = new_run_dir(args), time.time()
-    methods = METHODS if args.method == "all" else (args.method,)
-    print(f"toy2d: {', '.join(methods)} on {args.dataset}, seeds {args.seeds}, {args.steps} steps on {device}; run directory {run_dir}")
-    results, rows = {}, []
-    with open(run_dir / "metrics.jsonl", "w") as metrics_file:
-        def log(record):
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
-            print(f"{record['method']} seed {record['seed']} step {record['step']}/{args.steps} | d_loss {record['d_loss']:.4f} | "
-                  f"g_loss {record['g_loss']:.4f} | modes {record['modes']} | HQ {record['hq']:.1f}% | "
-                  f"reverse KL {record['reverse_kl']:.3f} | {record['time']:.0f}s", flush=True)
-
-        for method in methods:
-            runs = []
-            for seed in args.seeds:
-                final, snapshots = train(args, method, seed, device, log)
-                runs.append(final)
-                if seed == args.seeds[0]:
-                    rows.append((method, snapshots))
-            results[method] = {"hparams": method_hparams(args, method), "per_seed": runs,
-                               "wall_time": sum(r["wall_time"] for r in runs)}
+    runs = runs_of(args)
+    jobs = [(label, method, overrides, seed, dataset) for dataset in args.dataset for label, method, overrides in runs for seed in args.seeds]
+    print(f"toy2d: {', '.join(label for label, *_ in runs_of(args))} on {', '.join(args.dataset)}, seeds {args.seeds}, "
+          f"{args.steps} steps, {min(args.jobs, len(jobs))} job(s) on {args.device}; run directory {run_dir}", flush=True)
+    if args.jobs > 1 and len(jobs) > 1:  # processes, one thread each: these small MLPs do not gain from threads
+        cost = [COST.get(m, 1) * (max(o.get("unroll_steps", args.unroll_steps), 1) if m == "unrolled" else 1) for _, m, o, _, _ in jobs]
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {i: pool.submit(run_job, args, jobs[i]) for i in sorted(range(len(jobs)), key=lambda i: -cost[i])}
+            done = [futures[i].result() for i in range(len(jobs))]
+    else:
+        done = [run_job(args, job) for job in jobs]
+    results, records = {}, []
+    for dataset in args.dataset:
+        results[dataset], rows = {}, []
+        for label, method, overrides in runs:
+            seed_runs = [done[jobs.index((label, method, overrides, seed, dataset))] for seed in args.seeds]
+            records += [r for _, _, recs in seed_runs for r in recs]
+            rows.append((label, seed_runs[0][1]))
+            finals = [final for final, _, _ in seed_runs]
+            entry = {"method": method, "overrides": overrides, "per_seed": finals, "wall_time": sum(f["wall_time"] for f in finals)}
             for key in ("modes", "hq", "reverse_kl"):  # mean and sample std over the seeds
-                values = [r[key] for r in runs]
-                results[method] |= {key: statistics.fmean(values), key + "_std": statistics.stdev(values) if len(values) > 1 else 0.0}
-    plot_snapshots(run_dir / "toy2d.png", args.dataset, rows)
-    summary = {"run_dir": str(run_dir), "dataset": args.dataset, "n_modes": len(mixture_means(args.dataset)),
+                values = [f[key] for f in finals]
+                entry |= {key: statistics.fmean(values), key + "_std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            results[dataset][label] = entry
+        about = PRESETS[args.preset]["about"] if args.preset else ""
+        plot_snapshots(run_dir / f"toy2d_{dataset}.png", dataset, rows, scores=bool(args.preset and PRESETS[args.preset].get("scores")),
+                       title=f"{about} ({dataset})" if about else "")
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"run_dir": str(run_dir), "datasets": args.dataset, "n_modes": {ds: len(mixture_means(ds)) for ds in args.dataset},
                "settings": vars(args), "results": results, "wall_time": time.time() - start}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))

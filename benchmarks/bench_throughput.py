@@ -2,7 +2,7 @@
 the input pipeline alone (streamed by DataLoader workers vs gathered from the uint8 tensor held in memory).
 
     python benchmarks/bench_throughput.py                        # this checkout, 1 torch thread
-    python benchmarks/bench_throughput.py --code /tmp/old        # another checkout (e.g. a git worktree of main~N)
+    python benchmarks/bench_throughput.py --code /tmp/old .      # before/after: checkouts interleaved script by script
 
 Each script trains on the CIFAR-10 JPEG subset of ../shared/data (2,000 images, 32x32x3; the full CIFAR-10 cannot
 be downloaded here) for a fixed number of steps; steps/s is the script's own `sps` over the second half of the
@@ -20,8 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # script, its paper's CIFAR-10 setting beyond the defaults, steps to run (about half a minute each on one CPU thread)
-RUNS = [("gan.py", [], 120), ("lens_gan.py", [], 40), ("aw_gan.py", [], 16), ("reg_gan.py", ["--batch-size", "100"], 60),
-        ("unrolled_gan.py", [], 10), ("wgan_gp.py", [], 16)]
+RUNS = [("gan.py", [], 120), ("lens_gan.py", [], 40), ("aw_gan.py", [], 8), ("reg_gan.py", ["--batch-size", "100"], 60),
+        ("unrolled_gan.py", [], 10), ("wgan_gp.py", [], 10)]
 
 
 def train_sps(code, script, extra, steps, data, device):
@@ -60,7 +60,7 @@ def pipeline_images_per_s(data, batches=60, batch_size=64, device="cpu"):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--code", default=str(ROOT), help="checkout whose scripts to time")
+    p.add_argument("--code", nargs="+", default=[str(ROOT)], help="checkouts whose scripts to time, interleaved (first = baseline)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-test-jpg"), help="32x32 ImageFolder tree")
     p.add_argument("--device", default="auto")
     p.add_argument("--scripts", nargs="*", default=[r[0] for r in RUNS])
@@ -70,11 +70,13 @@ def main():
     import torch
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    print(f"device {device}{'' if device != 'cpu' else ' (no CUDA device available)'}, {torch.get_num_threads()} thread(s), code {args.code}")
+    print(f"device {device}{'' if device != 'cpu' else ' (no CUDA device available)'}, {torch.get_num_threads()} thread(s), code {' | '.join(args.code)}")
     for script, extra, steps in RUNS:
         if script in args.scripts:
-            sps = train_sps(args.code, script, extra, steps, args.data, device)
-            print(f"{script:16s} {' '.join(extra) or '(defaults)':20s} " + (f"{sps:8.3f} steps/s" if isinstance(sps, float) else sps), flush=True)
+            sps = [train_sps(code, script, extra, steps, args.data, device) for code in args.code]
+            cells = [f"{v:8.3f} steps/s" if isinstance(v, float) else v for v in sps]
+            ratio = f" | x{sps[-1] / sps[0]:.3f}" if len(sps) > 1 and all(isinstance(v, float) for v in sps) else ""
+            print(f"{script:16s} {' '.join(extra) or '(defaults)':20s} " + " | ".join(cells) + ratio, flush=True)
     if not args.no_pipeline:
         for how, rate in pipeline_images_per_s(args.data, device=device).items():
             print(f"input pipeline {how:10s} {rate:10.0f} images/s (batch 64)")

@@ -1,31 +1,26 @@
 #!/usr/bin/env bash
-# toy2d benchmark: every method on ring8 and grid25 over 5 seeds, then a markdown table (docs/toy2d.md, README).
-# Usage: bash benchmarks/toy2d_bench.sh [STEPS] [OUT_DIR]   (from the repository root; STEPS default 1500)
-# The two datasets run in parallel (one thread each). Cost: about STEPS x 0.15 s per seed and dataset on one
-# core (unrolled's second-order steps and wgan-gp's 5 critic steps dominate): ~20-30 min at 1500 steps.
+# toy2d benchmark: every method on ring8 and grid25 over 5 seeds (one command, 2 processes of one thread each),
+# then a markdown table with the published numbers beside ours (docs/toy2d.md, README).
+# Usage: bash benchmarks/toy2d_bench.sh [OUT_DIR]   (from the repository root)
 set -euo pipefail
-steps=${1:-1500}
-out=${2:-runs/toy2d_bench}
+out=${1:-runs/toy2d_bench}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-start=$(date +%s)
 mkdir -p "$out"
-for dataset in ring8 grid25; do
-    python toy2d.py --method all --dataset "$dataset" --seeds 1 2 3 4 5 --steps "$steps" --out-dir "$out/$dataset" \
-        > "$out/$dataset.log" &
-done
-wait
-for dataset in ring8 grid25; do tail -n 1 "$out/$dataset.log" > "$out/$dataset.json"; done
-python - "$out" "$steps" "$commit" "$(( $(date +%s) - start ))" <<'PY'
+python toy2d.py --method all --dataset ring8 grid25 --seeds 1 2 3 4 5 --jobs 2 --out-dir "$out" > "$out/bench.log"
+tail -n 1 "$out/bench.log" > "$out/summary.json"
+python - "$out/summary.json" "$commit" <<'PY'
 import json, sys
-out, steps, commit, wall = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-runs = {d: json.load(open(f"{out}/{d}.json")) for d in ("ring8", "grid25")}
+summary, commit = json.load(open(sys.argv[1])), sys.argv[2]
+res = summary["results"]
 cell = lambda r, k, f: f"{r[k]:{f}} ± {r[k + '_std']:{f}}"
-print(f"`bash benchmarks/toy2d_bench.sh {steps}` (= `python toy2d.py --method all --dataset DATASET --seeds 1 2 3 4 5 "
-      f"--steps {steps}`), commit {commit}, wall time {wall / 60:.0f} min on 2 shared CPU cores; mean ± std over 5 seeds, "
-      "2,500 samples each.\n")
-print("| method | ring8 modes (of 8) | ring8 HQ % | ring8 reverse KL | grid25 modes (of 25) | grid25 HQ % | grid25 reverse KL |")
-print("|---|---|---|---|---|---|---|")
-for m in runs["ring8"]["results"]:
-    r, g = runs["ring8"]["results"][m], runs["grid25"]["results"][m]
-    print(f"| {m} | " + " | ".join(cell(x, k, f) for x in (r, g) for k, f in (("modes", ".1f"), ("hq", ".1f"), ("reverse_kl", ".2f"))) + " |")
+print(f"`bash benchmarks/toy2d_bench.sh` (= `python toy2d.py --dataset ring8 grid25 --seeds 1 2 3 4 5`, "
+      f"{summary['settings']['steps']} steps), commit {commit}, wall time {summary['wall_time'] / 60:.0f} min on 2 CPU cores "
+      "(2 processes, one thread each); mean ± std over 5 seeds, 2,500 samples each.\n")
+print("| method | ring8 modes (of 8) | ring8 HQ % | ring8 reverse KL | grid25 modes (of 25) | grid25 HQ % | grid25 reverse KL | CPU min / run |")
+print("|---|---|---|---|---|---|---|---|")
+for m in res["ring8"]:
+    r, g = res["ring8"][m], res["grid25"][m]
+    cpu = (r["wall_time"] + g["wall_time"]) / 10 / 60
+    print(f"| {m} | " + " | ".join(cell(x, k, f) for x in (r, g) for k, f in (("modes", ".1f"), ("hq", ".1f"), ("reverse_kl", ".3f")))
+          + f" | {cpu:.1f} |")
 PY

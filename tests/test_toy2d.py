@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import toy2d  # noqa: E402
 
-FAST = ["--batch-size", "64", "--z-dim", "16"]
+FAST = ["--batch-size", "64", "--z-dim", "16", "--jobs", "1"]
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -122,7 +122,7 @@ def _grads(angle_deg, norm_r=3.0, norm_f=7.0):
                                                    (0.9, 0.2, 120, 3), (0.9, 0.2, 60, 4), (0.6, 0.2, 120, 5)])
 def test_aw_weights_cases_and_directions(s_r, s_f, angle, case):
     g_r, g_f = _grads(angle)
-    w_r, w_f, got = toy2d.aw_weights(g_r, g_f, s_r, s_f, eps=0.0)
+    w_r, w_f, got = toy2d.aw_weights(toy2d.gradient_products(g_r, g_f).tolist(), s_r, s_f, eps=0.0)
     assert got == case
     direction = w_r * g_r + w_f * g_f
     if case == 1:  # favour real, obtuse: orthogonal to g_f, acute with g_r (Thm. 2 case 2)
@@ -142,10 +142,11 @@ def test_aw_weights_cases_and_directions(s_r, s_f, angle, case):
 def test_aw_weights_epsilon_and_algorithm_2():
     g_r, g_f = _grads(120)
     rf, ff = g_r.dot(g_f).item(), g_f.dot(g_f).item() + 1e-4
-    w_r, w_f, case = toy2d.aw_weights(g_r, g_f, 0.3, 0.2)
+    products = toy2d.gradient_products(g_r, g_f).tolist()
+    w_r, w_f, case = toy2d.aw_weights(products, 0.3, 0.2)
     assert case == 1 and w_r == pytest.approx(1 / math.sqrt(9 + 1e-4) + 0.05)
     assert w_f == pytest.approx(-rf / (ff * math.sqrt(9 + 1e-4)) + 0.05)
-    w_r, w_f, case = toy2d.aw_weights(g_r, g_f, 0.3, 0.2, normalized=False)  # Algorithm 2: 1/|g| -> 1
+    w_r, w_f, case = toy2d.aw_weights(products, 0.3, 0.2, normalized=False)  # Algorithm 2: 1/|g| -> 1
     assert case == 1 and w_r == pytest.approx(1.05) and w_f == pytest.approx(-rf / ff + 0.05)
 
 
@@ -166,19 +167,21 @@ def test_js_regularizer_of_a_linear_discriminator():
     real, fake = torch.randn(16, 3), torch.randn(24, 3)
     w2 = D[0].weight.pow(2).sum()  # |grad_x phi|^2 of a linear logit, everywhere
     expected = ((1 - torch.sigmoid(D(real))).pow(2).mean() + torch.sigmoid(D(fake)).pow(2).mean()) * w2
-    omega = toy2d.js_regularizer(D, real, fake)
+    reg = toy2d.js_regularizer(D, real, fake)
+    omega = reg.omega
+    assert torch.equal(reg.real_logits, D(real)) and torch.equal(reg.fake_logits, D(fake))  # reused by the D loss
     assert omega.item() == pytest.approx(expected.item(), rel=1e-6)
     omega.backward()  # differentiable w.r.t. D's parameters (the regularizer trains D)
     assert D[0].weight.grad is not None and D[0].weight.grad.abs().sum() > 0
 
 
-def test_adam_step_equals_torch_adam():
+def test_adam_step_equals_torch_adam_bit_for_bit():
     torch.manual_seed(0)
     D = toy2d.mlp(2, 8, 8, 1, final=[nn.Flatten(0)])
-    params = {k: p.detach().clone() for k, p in D.named_parameters()}
-    state = {"step": 0.0, "m": {k: torch.zeros_like(p) for k, p in params.items()},
-             "v": {k: torch.zeros_like(p) for k, p in params.items()}}
     opt = torch.optim.Adam(D.parameters(), lr=1e-2, betas=(0.5, 0.9))
+    params = {k: p.detach().clone() for k, p in D.named_parameters()}
+    state = toy2d.adam_state(opt, dict(D.named_parameters()))
+    state = {k: {kk: vv.clone() if torch.is_tensor(vv) else vv for kk, vv in v.items()} for k, v in state.items()}
     for _ in range(4):
         x = torch.randn(16, 2)
         loss = D(x).pow(2).mean()
@@ -188,8 +191,7 @@ def test_adam_step_equals_torch_adam():
         opt.step()
         params, state = toy2d.adam_step(params, grads, state, 1e-2, (0.5, 0.9), 1e-8)
         for k, p in D.named_parameters():
-            assert torch.allclose(params[k], p, rtol=0, atol=1e-7)
-            assert torch.allclose(state["v"][k], opt.state[p]["exp_avg_sq"], rtol=1e-6, atol=0)
+            assert torch.equal(params[k], p.detach()) and torch.equal(state[k]["exp_avg_sq"], opt.state[p]["exp_avg_sq"])
 
 
 def _tiny_d_with_adam_state():
@@ -217,7 +219,7 @@ def test_unrolled_first_step_is_ds_own_adam_step_and_leaves_d_alone():
     toy2d.bce_d_loss(D(real), D(fake)).backward()
     opt.step()
     for k, p in D.named_parameters():
-        assert torch.allclose(unrolled[k], p, atol=1e-12)
+        assert torch.equal(unrolled[k], p)  # bit for bit: the unroll is D's own Adam step
 
 
 def test_unrolled_gradient_is_exact_second_order():
@@ -249,43 +251,43 @@ def test_unrolled_gradient_is_exact_second_order():
 def test_every_method_trains_and_writes_a_complete_run_dir(method, tmp_path):
     summary = toy2d.main(["--method", method, "--steps", "200", "--eval-every", "100", "--out-dir", str(tmp_path), *FAST])
     run_dir = Path(summary["run_dir"])
-    assert {p.name for p in run_dir.iterdir()} == {"summary.json", "metrics.jsonl", "toy2d.png"}
+    assert {p.name for p in run_dir.iterdir()} == {"summary.json", "metrics.jsonl", "toy2d_ring8.png"}
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    final = summary["results"][method]["per_seed"][0]
+    final = summary["results"]["ring8"][method]["per_seed"][0]
     assert final["steps_done"] == 200 and not final["diverged"]
     assert math.isfinite(final["d_loss"]) and math.isfinite(final["g_loss"])
     assert 0 <= final["modes"] <= 8 and 0 <= final["hq"] <= 100 and 0 <= final["reverse_kl"] <= math.log(8) + 1e-9
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [100, 200] and all(r["method"] == method for r in records)
-    assert (run_dir / "toy2d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "toy2d_ring8.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("method, flags", [("unrolled", ["--unroll-steps", "0"]), ("reg", ["--gamma", "0"])])
+@pytest.mark.parametrize("method, flags", [("reg", ["--gamma", "0"])])
 def test_zero_strength_is_exactly_the_plain_gan(method, flags, tmp_path):
     args = ["--steps", "30", "--out-dir", str(tmp_path), *FAST]
-    gan = toy2d.main(["--method", "gan", *args])["results"]["gan"]["per_seed"][0]
-    other = toy2d.main(["--method", method, *flags, *args])["results"][method]["per_seed"][0]
+    gan = toy2d.main(["--method", "gan", *args])["results"]["ring8"]["gan"]["per_seed"][0]
+    other = toy2d.main(["--method", method, *flags, *args])["results"]["ring8"][method]["per_seed"][0]
     for key in ("d_loss", "g_loss", "modes", "hq", "reverse_kl"):
         assert gan[key] == other[key]
 
 
 def test_seeds_mean_std_and_determinism(tmp_path):
     args = ["--method", "gan", "--steps", "40", "--out-dir", str(tmp_path), *FAST]
-    res = toy2d.main([*args, "--seeds", "1", "2", "3"])["results"]["gan"]
+    res = toy2d.main([*args, "--seeds", "1", "2", "3"])["results"]["ring8"]["gan"]
     per_seed = [r["reverse_kl"] for r in res["per_seed"]]
     assert [r["seed"] for r in res["per_seed"]] == [1, 2, 3] and len(set(per_seed)) == 3
     mean = sum(per_seed) / 3
     assert res["reverse_kl"] == pytest.approx(mean)
     assert res["reverse_kl_std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in per_seed) / 2))
-    again = toy2d.main([*args, "--seeds", "2"])["results"]["gan"]["per_seed"][0]
+    again = toy2d.main([*args, "--seeds", "2"])["results"]["ring8"]["gan"]["per_seed"][0]
     assert again["reverse_kl"] == res["per_seed"][1]["reverse_kl"] and again["g_loss"] == res["per_seed"][1]["g_loss"]
 
 
 @pytest.mark.parametrize("dataset", ["grid25", "ring7-3d"])
 def test_other_datasets_run(dataset, tmp_path):
     summary = toy2d.main(["--method", "wgan-gp", "--dataset", dataset, "--steps", "20", "--out-dir", str(tmp_path), *FAST])
-    assert summary["n_modes"] == {"grid25": 25, "ring7-3d": 7}[dataset]
-    assert (Path(summary["run_dir"]) / "toy2d.png").exists()
+    assert summary["n_modes"] == {dataset: {"grid25": 25, "ring7-3d": 7}[dataset]}
+    assert (Path(summary["run_dir"]) / f"toy2d_{dataset}.png").exists()
 
 
 def _cli(*argv, cwd):
@@ -296,7 +298,7 @@ def test_cli_prints_the_summary_as_its_last_line(tmp_path):
     out = _cli("--method", "reg", "--steps", "20", *FAST, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["results"]["reg"]["per_seed"][0]["steps_done"] == 20
+    assert summary["results"]["ring8"]["reg"]["per_seed"][0]["steps_done"] == 20
     assert Path(tmp_path, summary["run_dir"], "summary.json").exists()  # default --out-dir runs, relative to cwd
 
 
@@ -304,7 +306,8 @@ def test_cli_prints_the_summary_as_its_last_line(tmp_path):
     (["--method", "vae"], "--method"), (["--dataset", "swissroll"], "--dataset"), (["--steps", "0"], "--steps"),
     (["--steps", "-3"], "--steps"), (["--seeds"], "--seeds"), (["--seeds", "1", "1"], "distinct"),
     (["--batch-size", "0"], "--batch-size"), (["--gamma", "nan"], "--gamma"), (["--device", "nonsense"], "device"),
-    (["--steps", "ten"], "--steps")])
+    (["--steps", "ten"], "--steps"), (["--preset", "metz", "--method", "gan"], "--method would be ignored"),
+    (["--preset", "nature"], "--preset"), (["--lr-decay-start", "2"], "--lr-decay-start")])
 def test_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         toy2d.main([*argv, "--out-dir", str(tmp_path / "runs")])
@@ -324,3 +327,90 @@ def test_import_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import toy2d"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ issue 12
+IMAGE_SCRIPT_FUNCTIONS = [("unrolled_gan.py", "adam_state"), ("unrolled_gan.py", "adam_step"), ("aw_gan.py", "gradient_products"),
+                          ("aw_gan.py", "aw_weights"), ("wgan_gp.py", "gradient_penalty"), ("lens_gan.py", "lens_lambda"),
+                          ("reg_gan.py", "JSRegularizer"), ("reg_gan.py", "js_regularizer")]
+
+
+def _definition(path, name):
+    import ast
+    text = path.read_text()
+    for node in ast.parse(text).body:
+        if getattr(node, "name", None) == name or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets)):
+            return ast.get_source_segment(text, node)
+
+
+@pytest.mark.parametrize("script, name", IMAGE_SCRIPT_FUNCTIONS)
+def test_toy_functions_are_the_image_scripts_text(script, name):
+    """The toy methods are the image scripts' algorithms: the functions they share are the same text."""
+    ours = _definition(ROOT / "toy2d.py", name)
+    assert ours is not None and ours == _definition(ROOT / script, name)
+
+
+def test_toy_unroll_has_unrolled_gan_semantics(monkeypatch, tmp_path):
+    """One shared minibatch per iteration and simultaneous updates: G's unroll starts from the D parameters and
+    Adam state that D's own step of the same iteration starts from, on the batch that step uses."""
+    batches, unrolls, d_steps = [], [], []
+    sample = toy2d.sample_mixture
+
+    def spy_sample(*a, **k):
+        batches.append(sample(*a, **k))
+        return batches[-1]
+
+    def spy_unroll(D, optimizer, real, fake, k, original=toy2d.unrolled_generator_loss):
+        unrolls.append((real, [p.detach().clone() for p in D.parameters()], len(batches)))
+        return original(D, optimizer, real, fake, k)
+    step = torch.optim.Adam.step
+
+    def spy_step(self, *a, **k):
+        if self.param_groups[0]["params"][-1].shape == (1,):  # D's optimizer (its last bias has one unit)
+            d_steps.append([p.detach().clone() for p in self.param_groups[0]["params"]])
+        return step(self, *a, **k)
+    monkeypatch.setattr(toy2d, "sample_mixture", spy_sample)
+    monkeypatch.setattr(toy2d, "unrolled_generator_loss", spy_unroll)
+    monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
+    toy2d.main(["--method", "unrolled", "--unroll-steps", "2", "--steps", "3", "--out-dir", str(tmp_path), *FAST])
+    assert len(unrolls) == len(d_steps) == 3 and len(batches) == 3 + 1  # one batch per iteration, and the figure's target
+    for (real, d_params, n_drawn), before_d_step in zip(unrolls, d_steps):
+        assert real is batches[n_drawn - 1]  # the iteration's only batch
+        assert all(torch.equal(a, b) for a, b in zip(d_params, before_d_step))  # simultaneous: same theta_D
+
+
+def test_presets_parse_to_their_documented_settings():
+    for name, preset in toy2d.PRESETS.items():
+        args = toy2d.parse_args(["--preset", name])
+        assert args.dataset == preset["datasets"] and all(getattr(args, k) == v for k, v in preset["settings"].items())
+    metz = toy2d.parse_args(["--preset", "metz"])
+    assert (metz.layers, metz.width, metz.z_dim, metz.lr_d, metz.lr_g, metz.beta1, metz.batch_size) == (2, 128, 256, 1e-4, 1e-3, 0.5, 512)
+    roth = toy2d.parse_args(["--preset", "roth", "--steps", "7"])  # explicit flags still win
+    assert (roth.z_dim, roth.init, roth.reg_g_loss, roth.steps, roth.dataset) == (2, "normal0.1", "mm", 7, ["ring7-3d"])
+    gul = toy2d.parse_args(["--preset", "gulrajani"])
+    assert (gul.layers, gul.width, gul.activation, gul.z_dim, gul.gp_lambda, gul.batch_size) == (3, 512, "relu", 2, 0.1, 256)
+    default = toy2d.parse_args([])
+    assert (default.layers, default.lr_g, default.beta1, default.lr_decay_start, default.steps) == (3, 2e-3, 0.5, 0.5, 2000)
+
+
+@pytest.mark.parametrize("preset", sorted(toy2d.PRESETS))
+def test_every_preset_runs_a_few_steps(preset, tmp_path):
+    summary = toy2d.main(["--preset", preset, "--steps", "4", "--batch-size", "32", "--width", "16", "--out-dir", str(tmp_path), "--jobs", "1"])
+    preset_def = toy2d.PRESETS[preset]
+    assert summary["datasets"] == preset_def["datasets"]
+    for dataset in preset_def["datasets"]:
+        assert list(summary["results"][dataset]) == [label for label, *_ in preset_def["runs"]]
+        assert (Path(summary["run_dir"]) / f"toy2d_{dataset}.png").exists()
+
+
+def test_lr_decays_linearly_over_the_second_half():
+    assert [toy2d.lr_factor(d, 10, 0.5) for d in (0, 5, 6, 9)] == [1.0, 1.0, pytest.approx(0.8), pytest.approx(0.2)]
+    assert toy2d.lr_factor(9, 10, 1.0) == 1.0
+
+
+def test_parallel_jobs_give_the_sequential_numbers(tmp_path):
+    args = ["--method", "all", "--steps", "12", "--batch-size", "32", "--z-dim", "8", "--width", "16", "--out-dir", str(tmp_path)]
+    one = toy2d.main(args + ["--jobs", "1"])["results"]["ring8"]
+    two = toy2d.main(args + ["--jobs", "2"])["results"]["ring8"]
+    strip = lambda r: {k: v for k, v in r["per_seed"][0].items() if k != "wall_time"}  # noqa: E731
+    assert all(strip(one[m]) == strip(two[m]) for m in toy2d.METHODS)
