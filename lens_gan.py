@@ -776,7 +776,7 @@ def main(argv=None):
             # TRY NOT TO MODIFY: EMA, non-finite check (read only where the host waits anyway), logging, samples, FID, checkpoints
             if args.ema_decay:
                 ema_update(models["G_ema"], G, args.ema_decay)
-            stats_t = torch.stack([v.detach().double() for v in stats.values()])
+            stats_t = torch.stack([v.detach().float() for v in stats.values()])
             bad = first_non_finite(bad, step, stats_t)
             record = {"step": step}
             if step % args.log_every == 0 or step == args.total_steps:

@@ -72,11 +72,11 @@ def parse_args(argv=None):
     p.add_argument("--num-workers", type=int, default=2, help="data loader processes (decoding once when the data is held in memory)")
     p.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=False,
                    help="stream batches from disk even when the dataset fits in memory (IN_MEMORY_LIMIT bytes of uint8 on the device)")
-    p.add_argument("--total-steps", type=int, default=200_000, help="generator updates")
+    p.add_argument("--total-steps", type=int, help="generator updates")  # defaults: ARCH_DEFAULTS
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr-g", type=float, default=1e-4, help="generator learning rate")
-    p.add_argument("--lr-d", type=float, default=1e-4, help="critic learning rate")
-    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
+    p.add_argument("--lr-g", type=float, help="generator learning rate")
+    p.add_argument("--lr-d", type=float, help="critic learning rate")
+    p.add_argument("--beta1", type=float, help="Adam beta1")
     p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2")
     p.add_argument("--n-critic", type=int, default=5, help="critic updates per generator update")
     p.add_argument("--z-dim", type=int, default=128, help="latent dimension")
@@ -694,7 +694,7 @@ def main(argv=None):
             # TRY NOT TO MODIFY: EMA, non-finite check (read only where the host waits anyway), logging, samples, FID, checkpoints
             if args.ema_decay:
                 ema_update(models["G_ema"], G, args.ema_decay)
-            stats_t = torch.stack([v.detach().double() for v in stats.values()])
+            stats_t = torch.stack([v.detach().float() for v in stats.values()])
             bad = first_non_finite(bad, step, stats_t)
             record = {"step": step}
             if step % args.log_every == 0 or step == args.total_steps:
