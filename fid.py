@@ -32,6 +32,7 @@ Usage: python fid.py runs/samples_folder cifar10:train --data-root data   (folde
 """
 import argparse
 import hashlib
+import math
 import os
 import sys
 import warnings
@@ -445,6 +446,119 @@ def reference_statistics(dataset, name, split, image_size, model, cache_dir, n=N
     np.savez(tmp, mu=mu, sigma=sigma, weights=fingerprint)
     os.replace(tmp, path)  # atomic: an interrupted run never leaves a truncated cache
     return mu, sigma
+
+
+# ---- An offline evaluator for MNIST-family samples, trained from the data itself (no Inception weights needed)
+CLASSIFIER_STEPS = 3000  # Adam steps of batch 128 (38 epochs of the 10,000 digits here, 6.4 of the full 60,000)
+
+
+class MNISTClassifier(nn.Module):
+    """A small CNN for 32x32 digits in [0, 1] (MNIST padded by 2, as the training scripts see it): two 5x5 conv +
+    ReLU + 2x2 max-pool stages (16, 32 channels), a 256-unit ReLU layer (the features of the classifier Frechet
+    distance) and 10 logits. forward returns (features, logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5, padding=2),
+                                      nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 8 * 8, 256), nn.ReLU())
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x):
+        h = self.features(x)
+        return h, self.head(h)
+
+
+def train_mnist_classifier(images, labels, steps=CLASSIFIER_STEPS, seed=0, device="cpu", batch_size=128):
+    """MNISTClassifier trained on uint8 digits (N, 1, 32, 32) with their labels: `steps` Adam steps (lr 1e-3 decayed
+    linearly to 0) of cross-entropy on batches in seeded epoch order, each digit randomly rotated (up to 10 degrees),
+    scaled (0.9-1.1) and shifted (up to 2 pixels); the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MNISTClassifier().to(device)
+    rng, optimizer, done = torch.Generator().manual_seed(seed), torch.optim.Adam(model.parameters(), lr=1e-3), 0
+    while done < steps:
+        for index in torch.randperm(len(images), generator=rng).split(batch_size)[:steps - done]:
+            n = len(index)
+            angle = (torch.rand(n, generator=rng) * 2 - 1) * math.radians(10)
+            scale, shift = 1 + (torch.rand(n, generator=rng) * 2 - 1) * 0.1, (torch.rand(n, 2, generator=rng) * 2 - 1) * 2 / 16
+            cos, sin = scale * angle.cos(), scale * angle.sin()
+            theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1).to(device)
+            x = images[index].to(device).float().div(255)
+            x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-3 * (1 - done / steps)
+            loss = F.cross_entropy(model(x)[1], labels[index].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+    return model.eval()
+
+
+def mnist_digits(root, train, download=False):
+    """MNIST as uint8 (N, 1, 32, 32) padded by 2 pixels, and its labels; ValueError where the files are missing."""
+    import torchvision
+    try:
+        mnist = torchvision.datasets.MNIST(root, train=train, download=download)
+    except Exception as err:
+        raise ValueError(f"the MNIST classifier needs MNIST in {os.path.abspath(root)} ({str(err).splitlines()[0]}); "
+                         "put it there or use --download on a machine with internet") from err
+    return F.pad(mnist.data, (2, 2, 2, 2))[:, None], mnist.targets
+
+
+@torch.no_grad()
+def classify(model, images, batch_size=500):
+    """(features float64 numpy (N, 256), class probabilities (N, 10)) of uint8 or [0, 1] digits (N, 1, 32, 32)."""
+    device = next(model.parameters()).device
+    feats, probs = [], []
+    for batch in images.split(batch_size):
+        batch = batch.to(device)
+        h, logits = model(batch.float().div(255) if batch.dtype == torch.uint8 else batch.float())
+        feats.append(h.double().cpu())
+        probs.append(logits.softmax(1).double().cpu())
+    return torch.cat(feats).numpy(), torch.cat(probs)
+
+
+def mnist_classifier(root, cache_dir, device="cpu", download=False):
+    """(classifier, test accuracy): trained on the MNIST training set under root on first use and cached as
+    {cache_dir}/mnist_classifier_{key}.pt, key = hash of the training data and of this code, so that other data
+    or a changed classifier is never reused silently. The accuracy is on the official test set."""
+    import inspect
+    images, labels = mnist_digits(root, train=True, download=download)
+    code = inspect.getsource(MNISTClassifier) + inspect.getsource(train_mnist_classifier) + str(CLASSIFIER_STEPS)
+    key = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes() + code.encode()).hexdigest()[:12]
+    path = os.path.join(cache_dir, f"mnist_classifier_{key}.pt")
+    model = MNISTClassifier().to(device).eval()
+    if os.path.isfile(path):
+        cached = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(cached["state_dict"])
+        return model, cached["test_accuracy"]
+    print(f"fid: training the MNIST classifier on {len(images)} digits -> {path}", flush=True)
+    model = train_mnist_classifier(images, labels, device=device)
+    test_images, test_labels = mnist_digits(root, train=False, download=download)
+    accuracy = (classify(model, test_images)[1].argmax(1) == test_labels).double().mean().item()
+    os.makedirs(cache_dir, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "test_accuracy": accuracy}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # atomic
+    return model, accuracy
+
+
+def stacked_mnist_modes(model, images):
+    """Metz et al. Sec. 3.3 (VEEGAN, PacGAN): each channel of (N, 3, 32, 32) stacked digits classified, mode =
+    100 d_R + 10 d_G + d_B; returns the modes covered (of 1,000) and KL(p_modes || uniform) in nats."""
+    digits = [classify(model, images[:, c:c + 1])[1].argmax(1) for c in range(3)]
+    p = torch.bincount(100 * digits[0] + 10 * digits[1] + digits[2], minlength=1000).double() / len(images)
+    covered = p[p > 0]
+    return {"modes": len(covered), "modes_kl": (covered * (covered * 1000).log()).sum().item()}
+
+
+def mnist_quality(model, images, reference):
+    """MNIST: the Frechet distance between the classifier's 256-d features of `images` and `reference` (mu, sigma)
+    (the "classifier FD"), and KL(mean class distribution || uniform over 10) in nats."""
+    feats, probs = classify(model, images)
+    mean = probs.mean(0)
+    return {"classifier_fd": frechet_distance(*statistics(feats), *reference),
+            "class_kl": (mean * (mean * 10).clamp_min(1e-300).log()).sum().item()}
 
 
 # ---- Command line: python fid.py A B

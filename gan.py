@@ -81,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=0, help="steps between FID evaluations (0 = no FID)")
     p.add_argument("--fid-samples", type=int, default=10_000, help="generated (and reference) images per FID")
     p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
+    p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True,
+                   help="FID and IS at --eval-every / --evaluate (need the Inception weights); --no-fid: the classifier metrics only (mnist family)")
+    p.add_argument("--classifier-samples", type=int, default=26_000, help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (one is always written at the end)")
     p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
     p.add_argument("--generate", type=int, nargs="?", const=50_000, default=None, metavar="N",
@@ -98,7 +101,7 @@ def parse_args(argv=None):
 
     if args.image_size < 16 or args.image_size & (args.image_size - 1):
         p.error(f"--image-size must be a power of 2 >= 16 for these networks, got {args.image_size}")
-    positive = ("batch_size", "total_steps", "n_critic", "z_dim", "log_every", "fid_samples", "lr_g", "lr_d")
+    positive = ("batch_size", "total_steps", "n_critic", "z_dim", "log_every", "fid_samples", "classifier_samples", "lr_g", "lr_d")
     for name in positive + ("num_workers", "sample_every", "eval_every", "checkpoint_every"):
         value = getattr(args, name)
         if not (value > 0 if name in positive else value >= 0):  # `not` also rejects NaN
@@ -112,6 +115,8 @@ def parse_args(argv=None):
             p.error(f"--{name} N needs N > 0 and --resume CHECKPOINT, got N = {getattr(args, name)}, --resume {args.resume}")
     if args.generate_dir and not args.generate:
         p.error("--generate-dir is only used with --generate N")
+    if (args.eval_every or args.evaluate) and not args.fid and args.dataset not in ("mnist", "stacked-mnist"):
+        p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (the classifier metrics are for mnist and stacked-mnist)")
     # method-specific checks
     if args.ngf <= 0 or args.ndf <= 0:
         p.error(f"--ngf and --ndf must be positive, got {args.ngf}, {args.ndf}")
@@ -341,7 +346,7 @@ def save_checkpoint(path, state):
 # args that may change on resume; every other one defines the run and must match the checkpoint
 RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
              "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
-             "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate"}
+             "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate", "fid", "classifier_samples"}
 
 
 def read_checkpoint(path):
@@ -487,7 +492,7 @@ def use_checkpoint(args, G, dataset, ckpt, run_dir, device):
         except OSError as e:
             fail(f"cannot write samples to {out}: {e.strerror or e}")
         result["generated"] = str(out)
-    if args.evaluate:
+    if args.evaluate and args.fid:
         try:
             inception = fid.load_inception(args.fid_weights, device)
         except fid.FIDWeightsError as e:
@@ -500,7 +505,36 @@ def use_checkpoint(args, G, dataset, ckpt, run_dir, device):
                                         progress=progress("evaluating", args.evaluate))
         result |= scores
         print(f"FID {scores['fid']:.4f} | IS {scores['is_mean']:.4f} +/- {scores['is_std']:.4f} ({args.evaluate} samples, step {result['step']})")
+    classifier = classifier_setup(args, device) if args.evaluate else None
+    if classifier:
+        result |= classifier_metrics(classifier, G, args, device)
+        print(" | ".join(f"{k} {v:.4f}" for k, v in result.items() if k in ("modes", "modes_kl", "classifier_fd", "class_kl"))
+              + f" ({args.classifier_samples} samples, step {result['step']})")
     return result
+
+
+def classifier_setup(args, device):
+    """On mnist and stacked-mnist: the MNIST classifier of fid.py (trained from the training set on first use, then
+    cached) and, for mnist, the statistics of its features on the training digits; None on other datasets."""
+    if args.dataset not in ("mnist", "stacked-mnist"):
+        return None
+    try:
+        model, accuracy = fid.mnist_classifier(args.data_root, Path(args.out_dir) / "fid_stats", device, args.download)
+        reference = fid.statistics(fid.classify(model, fid.mnist_digits(args.data_root, True)[0])[0]) if args.dataset == "mnist" else None
+    except ValueError as e:
+        fail(str(e))
+    print(f"MNIST classifier: {100 * accuracy:.2f} % accuracy on the official test set")
+    return model, reference
+
+
+def classifier_metrics(classifier, G, args, device):
+    """Stacked MNIST: modes covered and their KL to uniform; MNIST: classifier FD and class KL (fid.py), of
+    --classifier-samples samples of G, rounded to 8 bits as saved images and seen at the classifier's 32x32."""
+    model, reference = classifier
+    images = torch.cat([fid.to_uint8(nn.functional.interpolate(x, size=32, mode="bilinear", antialias=True) if x.shape[-1] != 32 else x).cpu()
+                        for x in generate(G, args.classifier_samples, args, device, batch_size=500)])
+    G.train()
+    return fid.stacked_mnist_modes(model, images) if args.dataset == "stacked-mnist" else fid.mnist_quality(model, images, reference)
 
 
 def reference_name(args):
@@ -545,13 +579,14 @@ def main(argv=None):
     run_dir = run_dir or new_run_dir(args)
     (run_dir / "samples").mkdir(exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    if args.eval_every:
+    if args.eval_every and args.fid:
         try:
             inception = fid.load_inception(args.fid_weights, device)
             ref_stats = fid.reference_statistics(dataset, reference_name(args), "train", args.image_size, inception, Path(args.out_dir) / "fid_stats",
                                                  n=args.fid_samples, device=device, num_workers=args.num_workers)
         except fid.FIDWeightsError as e:
             fail(str(e))
+    classifier = classifier_setup(args, device) if args.eval_every else None  # after FID: its errors come first
     if args.track:
         try:
             import wandb
@@ -629,7 +664,7 @@ def main(argv=None):
                 save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
                 if writer:
                     writer.add_image("samples", grid, step)
-            if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
+            if args.eval_every and args.fid and (step % args.eval_every == 0 or step == args.total_steps):
                 noise = torch.Generator().manual_seed(args.seed + step)  # own RNG: evaluating never shifts training noise
                 G_sample.eval()
                 with torch.no_grad():
@@ -639,6 +674,10 @@ def main(argv=None):
                 last_fid, best_fid = scores["fid"], min(scores["fid"], best_fid or math.inf)
                 record.update({f"fid{ema}": last_fid, f"inception_score{ema}": scores["is_mean"]})
                 print(f"step {step}: FID{ema.replace('_', ' ')} {last_fid:.2f} (best {best_fid:.2f}), IS {scores['is_mean']:.2f}", flush=True)
+            if classifier and (step % args.eval_every == 0 or step == args.total_steps):  # mnist, stacked-mnist
+                scores = classifier_metrics(classifier, G_sample, args, device)
+                record.update({f"{k}{ema}": v for k, v in scores.items()})
+                print(f"step {step}: " + " | ".join(f"{k}{ema.replace('_', ' ')} {v:.4f}" for k, v in scores.items()), flush=True)
             if len(record) > 1:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()

@@ -21,6 +21,18 @@ TINY = ["--dataset", "mnist", "--image-size", "16", "--batch-size", "8", "--num-
         "--sample-every", "2", "--checkpoint-every", "2"]
 
 
+@pytest.fixture(autouse=True)
+def quick_mnist_classifier(monkeypatch):
+    """The real MNIST classifier trains for minutes on first use: scripts evaluated on MNIST in tests get one trained
+    for a few steps on a few digits instead (tests/test_classifier.py tests the real training function)."""
+    import fid
+
+    def quick(root, cache_dir, device="cpu", download=False):
+        images, labels = fid.mnist_digits(root, train=True, download=download)
+        return fid.train_mnist_classifier(images[:256], labels[:256], steps=5, device=device), 0.0
+    monkeypatch.setattr(fid, "mnist_classifier", quick)
+
+
 @pytest.fixture
 def data_root():
     """The offline MNIST of ../shared/data; tests that need it are skipped in a clone without it."""
