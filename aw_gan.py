@@ -823,9 +823,9 @@ def main(argv=None):
             loss_g.backward(inputs=list(G.parameters()))  # G's gradients only: D's would be thrown away
             optimizers["G"].step()
             step += 1
-            # D's statistics: means over this step's n_critic updates; case<k>: how many of them took case k
+            # D's statistics: means over this step's n_critic updates; case<k>, grad_vanished: how many of them took case k, had a zero gradient
             d_stats = {k: torch.stack([u[k] for u in d_updates]) for k in d_updates[0]}
-            stats = {"g_loss": loss_g, **{k: v.sum() if k.startswith("case") else v.mean() for k, v in d_stats.items()}}
+            stats = {"g_loss": loss_g, **{k: v.sum() if k.startswith("case") or k == "grad_vanished" else v.mean() for k, v in d_stats.items()}}
 
             # TRY NOT TO MODIFY: EMA, non-finite check (read only where the host waits anyway), logging, samples, FID, checkpoints
             if args.ema_decay:
