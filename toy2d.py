@@ -84,7 +84,7 @@ PRESETS = {
                runs=[("gan", "gan", {}), ("aw", "aw", {})],
                about="the aw paper's Fig. 6: GAN samples and mean D scores per mode, against aw-GAN"),
     "gulrajani": dict(settings=dict(layers=3, width=512, activation="relu", init="default", z_dim=2, batch_size=256,
-                                    lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, lr_decay_start=1.0, gp_lambda=0.1, steps=5000),
+                                    lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, lr_decay_start=1.0, gp_lambda=0.1, steps=1000),
                       datasets=["ring8", "grid25"], runs=[("wgan-gp", "wgan-gp", {})],
                       about="Gulrajani et al.'s gan_toy.py: WGAN-GP on 8 and 25 Gaussians"),
     "lens": dict(settings=dict(METZ, steps=5000), datasets=["ring8"],
