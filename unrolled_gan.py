@@ -443,9 +443,10 @@ RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_
              "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate", "fid", "classifier_samples"}
 
 
-def read_checkpoint(path):
-    """A checkpoint of this script (on the CPU, whatever device wrote it); ValueError naming what is wrong."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+def read_checkpoint(path, mmap=False):
+    """A checkpoint of this script (on the CPU, whatever device wrote it); ValueError naming what is wrong. mmap: read
+    only what is used (checkpoint_defaults needs the args, not the tensors)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"not a checkpoint of this version of {Path(__file__).name} (format {ckpt.get('format', 1) if isinstance(ckpt, dict) else '?'}, "
                          f"expected {CHECKPOINT_FORMAT}); train anew or use the version that wrote it")
@@ -469,7 +470,7 @@ def checkpoint_defaults(parser, argv):
     path = pre.parse_known_args(argv)[0].resume
     path = newest_checkpoint(parser.parse_known_args(argv)[0]) if path == "auto" else path
     try:
-        saved = read_checkpoint(path)["args"] if path else {}
+        saved = read_checkpoint(path, mmap=True)["args"] if path else {}
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
@@ -807,6 +808,7 @@ def main(argv=None):
         print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}", file=sys.stderr)
         sys.exit(130)
     return summary
+
 
 if __name__ == "__main__":
     main()
