@@ -1,0 +1,230 @@
+"""Image results on a CPU: every method against its own paired baseline on MNIST and stacked MNIST, scored by the
+MNIST classifier of fid.py (no Inception weights needed). The numbers and figures of docs/results.md.
+
+    python benchmarks/bench_results.py                 # all runs (skips finished ones; resumes interrupted ones)
+    python benchmarks/bench_results.py --only unrolled lens-lsgan-mnist   # some groups
+    python benchmarks/bench_results.py --report        # tables (markdown) and figures from what has finished
+
+Two runs at a time, one torch thread each (--jobs). Paired arms differ only in the method's flag: the same seed gives
+them the same initial weights. Everything is scaled down from the papers to fit about 2 hours on 2 CPU cores
+(widths 32 instead of 64, 2,000 generator steps instead of 10^5-10^6, lens width 16);
+docs/results.md says how and why. Runs go to runs/results/<dataset>__<group>-<arm>__<seed>__<time>/ with the
+scripts' own metrics.jsonl, summary.json and sample grids; this script adds runs/results/wall_times.json.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 2000  # generator steps of every run
+WIDTH = ["--ngf", "32", "--ndf", "32"]  # DCGAN at half width: ~3x faster than 64 here
+MNIST = ["--dataset", "mnist", "--classifier-samples", "10000"]
+STACKED = ["--dataset", "stacked-mnist"]  # 26,000 samples for the modes (Metz et al.)
+LENS = ["--lens-channels", "16", "--lens-k", str(STEPS // 4)]
+# group: (script, shared flags, {arm: flags}, seeds); the first arm of a group is its baseline
+GROUPS = {
+    "unrolled": ("unrolled_gan.py", STACKED + ["--loss", "mm", "--ngf", "32", "--ndf", "16"],
+                 {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]}, (1, 2, 3)),
+    "lens-lsgan-mnist": ("lens_gan.py", MNIST + WIDTH + ["--loss", "lsgan"], {"no-lens": ["--no-lens"], "lens": LENS}, (1, 2, 3)),
+    "lens-gan-mnist": ("lens_gan.py", MNIST + WIDTH + ["--loss", "gan"], {"no-lens": ["--no-lens"], "lens": LENS}, (1, 2)),
+    "lens-lsgan-stacked": ("lens_gan.py", STACKED + WIDTH + ["--loss", "lsgan"], {"no-lens": ["--no-lens"], "lens": LENS}, (1, 2)),
+    "lens-gan-stacked": ("lens_gan.py", STACKED + WIDTH + ["--loss", "gan"], {"no-lens": ["--no-lens"], "lens": LENS}, (1, 2)),
+    # Fig. 2's constant gamma = 0.1 on MNIST in [0, 1] is 0.4 here ([-1, 1], docs/reg_gan.md); the null model's noise
+    # has the matching variance, sigma^2 = gamma (eq. 3), on every data image (64:1)
+    "reg": ("reg_gan.py", MNIST + WIDTH + ["--no-anneal"], {"gamma0": ["--gamma", "0"], "gamma0.4": ["--gamma", "0.4"],
+                                                           "noise": ["--gamma", "0", "--noise-std", "0.632"]}, (1, 2)),
+    # SN-GAN's standard CNN in its setting C (Miyato et al. Table 1: Adam 2e-4, betas 0.5/0.999, n_dis 1), G batch = D batch;
+    # no EMA, like every other arm here
+    "aw": ("aw_gan.py", MNIST + WIDTH + ["--arch", "cnn", "--ema-decay", "0", "--n-critic", "1", "--g-batch-size", "64",
+                                         "--beta1", "0.5", "--beta2", "0.999"], {"no-aw": ["--no-aw"], "aw": []}, (1, 2)),
+    "references": ("gan.py", MNIST + WIDTH, {"gan": []}, (1, 2)),
+    "references-wgan-gp": ("wgan_gp.py", MNIST + WIDTH, {"wgan-gp": []}, (1, 2)),
+}
+SEEDS_OF = {("unrolled", "K10"): (1, 2)}  # K = 10 costs twice K = 5: two seeds fit
+STEPS_OF = {"references-wgan-gp": 1000}  # n_critic = 5: five critic steps per G step
+METRICS = {"mnist": (("classifier_fd", min), ("class_kl", min)), "stacked-mnist": (("modes", max), ("modes_kl", min))}
+
+
+def runs(groups):
+    for group in groups:
+        script, shared, arms, seeds = GROUPS[group]
+        for arm, flags in arms.items():
+            for seed in SEEDS_OF.get((group, arm), seeds):
+                yield group, arm, seed, script, shared + flags
+
+
+def run_dir(out, dataset, exp, seed):
+    found = sorted(Path(out).glob(f"{dataset}__{exp}__{seed}__*"), key=lambda d: d.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def train(out, data_root, group, arm, seed, script, flags):
+    """One run, unless it finished before; an interrupted one continues from its checkpoint (--resume auto)."""
+    exp, dataset = f"{group}-{arm}", flags[flags.index("--dataset") + 1]
+    steps = STEPS_OF.get(group, STEPS)
+    found = run_dir(out, dataset, exp, seed)
+    if found and (found / "summary.json").exists() and json.loads((found / "summary.json").read_text())["step"] == steps:
+        return f"{exp} seed {seed}: done before"
+    cmd = [sys.executable, script, *flags, "--exp-name", exp, "--seed", str(seed), "--data-root", data_root,
+           "--out-dir", out, "--download" if data_root == "data" else "--no-download", "--num-workers", "0",
+           "--total-steps", str(steps), "--eval-every", str(steps // 4), "--no-fid", "--log-every", "100",
+           "--sample-every", str(steps // 4), "--checkpoint-every", "500"]
+    if found and (found / "checkpoint.pt").exists():
+        cmd += ["--resume", "auto"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    log = Path(out) / "logs" / f"{exp}__{seed}.log"
+    start = time.time()
+    with open(log, "a") as f:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    seconds = time.time() - start
+    if rc:
+        return f"{exp} seed {seed}: FAILED (exit {rc}, see {log})"
+    return exp, seed, seconds
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out-dir", default="runs/results")
+    p.add_argument("--data-root", default="../shared/data", help="where MNIST is ('data' downloads it)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--only", nargs="+", choices=tuple(GROUPS), default=tuple(GROUPS))
+    p.add_argument("--report", action="store_true", help="no training: tables and figures of the finished runs")
+    args = p.parse_args()
+    out = Path(args.out_dir)
+    if args.report:
+        print("MNIST classifier floor (10,000 images against the training digits' statistics)\n\n| images | classifier_fd | class_kl |\n|---|---|---|")
+        floor(out, args.data_root)
+        return report(out, args.only)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT))
+    import fid  # the classifier is trained once here (about a minute on 2 cores), not by two runs at once
+    start = time.time()
+    _, accuracy = fid.mnist_classifier(args.data_root, out / "fid_stats", download=args.data_root == "data")
+    print(f"MNIST classifier ready ({100 * accuracy:.2f} % test accuracy, {time.time() - start:.0f} s)", flush=True)
+    todo = sorted(runs(args.only), key=lambda r: -cost(r))  # longest first: the two workers end together
+    times_file = out / "wall_times.json"
+    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for future in as_completed([pool.submit(train, str(out), args.data_root, *r) for r in todo]):
+            result = future.result()
+            if isinstance(result, str):
+                print(result, flush=True)
+                continue
+            exp, seed, seconds = result
+            times[f"{exp}__{seed}"] = times.get(f"{exp}__{seed}", 0) + seconds
+            times_file.write_text(json.dumps(times, indent=1))
+            print(f"{exp} seed {seed}: {seconds / 60:.1f} min ({(time.time() - start) / 60:.0f} min so far)", flush=True)
+    print(f"all runs done in {(time.time() - start) / 60:.1f} min", flush=True)
+
+
+def cost(r):
+    """Relative cost of a run (steps/s measured on this 2-core machine, two runs at a time)."""
+    group, arm, seed, script, flags = r
+    sps = {"unrolled_gan.py": {"K0": 24, "K5": 4.2}.get(arm, 2.2), "lens_gan.py": 17 if "--no-lens" in flags else 4.5,
+           "reg_gan.py": 8.8, "gan.py": 15, "aw_gan.py": 3}.get(script, 1.8)
+    return STEPS_OF.get(group, STEPS) / sps
+
+
+def evaluations(run):
+    """The classifier-metric records of a run, in step order."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "modes" in r or "classifier_fd" in r]
+
+
+def mean_std(values):
+    """'mean ± std' over seeds (std with n - 1; 0 for one seed)."""
+    import numpy as np
+    v = np.asarray(values, dtype=float)
+    fmt = ".0f" if abs(v.mean()) >= 100 else ".2f" if abs(v.mean()) >= 1 else ".3f"
+    return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0:{fmt}}"
+
+
+def collect(out, groups):
+    """{dataset: {(group, arm): {"seeds": [...], "evals": [[records] per seed], "wall": [s per seed], "grid": path}}}"""
+    times = json.loads((out / "wall_times.json").read_text()) if (out / "wall_times.json").exists() else {}
+    found = {}
+    for group, arm, seed, script, flags in runs(groups):
+        exp, dataset = f"{group}-{arm}", flags[flags.index("--dataset") + 1]
+        run = run_dir(out, dataset, exp, seed)
+        if not run or not (run / "summary.json").exists():
+            continue
+        arm_runs = found.setdefault(dataset, {}).setdefault((group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None})
+        arm_runs["seeds"].append(seed)
+        arm_runs["evals"].append(evaluations(run))
+        arm_runs["wall"].append(times.get(f"{exp}__{seed}", json.loads((run / "summary.json").read_text())["wall_time"]))
+        arm_runs["grid"] = arm_runs["grid"] or sorted((run / "samples").glob("step_*.png"))[-1]
+    return found
+
+
+def floor(out, data_root):
+    """What real digits score: the official test digits against the training digits' statistics (as a run's samples
+    are), both 10,000; and, for scale, uniform noise."""
+    import torch
+    sys.path.insert(0, str(ROOT))
+    import fid
+    model, _ = fid.mnist_classifier(data_root, out / "fid_stats", download=False)
+    train = fid.mnist_digits(data_root, True)[0]
+    reference = fid.statistics(fid.classify(model, train)[0])
+    test = fid.mnist_digits(data_root, False)[0]
+    noise = torch.randint(0, 256, test.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for name, images in (("test digits", test[:10_000]), ("uniform noise", noise)):
+        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in fid.mnist_quality(model, images, reference).values()) + " |")
+
+
+def report(out, groups, figures=ROOT / "docs" / "figures"):
+    """Markdown tables (final and best of each metric, mean ± std over seeds, minutes per run) on stdout; figures of
+    the metrics over training (paired arms in one panel) and of one sample grid per arm (seed 1, last step)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image, ImageDraw
+    for dataset, arms in collect(out, groups).items():
+        names = METRICS[dataset]
+        print(f"\n### {dataset}\n")
+        print("| group | arm | seeds | " + " | ".join(f"{m} final | {m} best" for m, _ in names) + " | min / run |")
+        print("|---|---|---|" + "---|---|" * len(names) + "---|")
+        for (group, arm), r in arms.items():
+            cells = []
+            for m, best in names:
+                cells += [mean_std([e[-1][m] for e in r["evals"]]), mean_std([best(x[m] for x in e) for e in r["evals"]])]
+            print(f"| {group} | {arm} | {len(r['seeds'])} | " + " | ".join(cells) + f" | {np.mean(r['wall']) / 60:.1f} |")
+        panels = list(dict.fromkeys(g for g, _ in arms))
+        fig, axes = plt.subplots(len(names), len(panels), figsize=(3.2 * len(panels), 2.6 * len(names)), squeeze=False)
+        for col, group in enumerate(panels):
+            for row, (m, _) in enumerate(names):
+                ax = axes[row, col]
+                for i, ((g, arm), r) in enumerate((k, v) for k, v in arms.items() if k[0] == group):
+                    for e in r["evals"]:  # one thin line per seed, the mean thick
+                        ax.plot([x["step"] for x in e], [x[m] for x in e], color=f"C{i}", alpha=0.3, lw=0.8)
+                    n = min(len(e) for e in r["evals"])
+                    ax.plot([x["step"] for x in r["evals"][0][:n]], np.mean([[x[m] for x in e[:n]] for e in r["evals"]], 0),
+                            color=f"C{i}", lw=2, label=arm)
+                ax.set_title(group if row == 0 else "", fontsize=9)
+                ax.set_ylabel(m if col == 0 else "", fontsize=8)
+                ax.set_yscale("log" if m == "classifier_fd" else "linear")
+                ax.tick_params(labelsize=7)
+                if row == len(names) - 1:
+                    ax.set_xlabel("generator step", fontsize=8)
+                if row == 0:
+                    ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(figures / f"results_{dataset}.png", dpi=100)
+        grids = [(f"{g}: {a}", Image.open(r["grid"]).convert("RGB")) for (g, a), r in arms.items()]
+        w, h = grids[0][1].size
+        cols = 4
+        sheet = Image.new("RGB", (cols * w, -(-len(grids) // cols) * (h + 14)), "white")
+        for i, (label, grid) in enumerate(grids):
+            x, y = i % cols * w, i // cols * (h + 14)
+            sheet.paste(grid, (x, y + 14))
+            ImageDraw.Draw(sheet).text((x + 4, y + 1), label, fill="black")
+        sheet.quantize(256).save(figures / f"results_{dataset}_samples.png", optimize=True)
+
+
+if __name__ == "__main__":
+    main()
