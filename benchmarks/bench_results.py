@@ -145,7 +145,7 @@ def mean_std(values):
     """'mean ± std' over seeds (std with n - 1; 0 for one seed)."""
     import numpy as np
     v = np.asarray(values, dtype=float)
-    fmt = ".0f" if abs(v.mean()) >= 100 else ".2f" if abs(v.mean()) >= 1 else ".3f"
+    fmt = ".0f" if abs(v.mean()) >= 100 or (v == v.round()).all() else ".2f" if abs(v.mean()) >= 1 else ".3f"  # counts as counts
     return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0:{fmt}}"
 
 
