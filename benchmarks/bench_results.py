@@ -220,6 +220,8 @@ def report(out, groups, figures=ROOT / "docs" / "figures"):
                     ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(figures / f"results_{dataset}.png", dpi=100)
+        plt.close(fig)
+        Image.open(figures / f"results_{dataset}.png").convert("RGB").quantize(256).save(figures / f"results_{dataset}.png", optimize=True)
         grids = [(f"{g}: {a}", Image.open(r["grid"]).convert("RGB")) for (g, a), r in arms.items()]
         w, h = grids[0][1].size
         cols = 4
