@@ -7,9 +7,8 @@ MNIST classifier of fid.py (no Inception weights needed). The numbers and figure
 
 Two runs at a time, one torch thread each (--jobs). Paired arms differ only in the method's flag: the same seed gives
 them the same initial weights. Everything is scaled down from the papers to fit about 2 hours on 2 CPU cores
-(widths 32 instead of 64, 2,000 generator steps instead of 10^5-10^6 (1,000 for the lens on stacked MNIST,
-500 for WGAN-GP), lens width 16);
-docs/results.md says how and why. Runs go to runs/results/<dataset>__<group>-<arm>__<seed>__<time>/ with the
+(widths 32 instead of 64, lens width 16, 2,000 generator steps instead of 10^5-10^6; 1,000 for the lens on
+stacked MNIST, 500 for WGAN-GP); docs/results.md says how and why. Runs go to runs/results/<dataset>__<group>-<arm>__<seed>__<time>/ with the
 scripts' own metrics.jsonl, summary.json and sample grids; this script adds runs/results/wall_times.json.
 """
 import argparse
@@ -21,7 +20,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import fid  # noqa: E402
 STEPS = 2000  # generator steps of every run
 WIDTH = ["--ngf", "32", "--ndf", "32"]  # DCGAN at half width: ~3x faster than 64 here
 MNIST = ["--dataset", "mnist", "--classifier-samples", "10000"]
@@ -31,7 +34,7 @@ LENS_SHORT = ["--lens-channels", "16", "--lens-k", str(STEPS // 8)]  # the same 
 # group: (script, shared flags, {arm: flags}, seeds); the first arm of a group is its baseline
 GROUPS = {
     # the non-saturating loss: with the saturating one (--loss mm) D won outright by step 500 even at K = 10
-    # (D(x) 0.9999, D(G(z)) 0.0001) and G learned nothing in 2,000 steps (docs/results.md)
+    # (D(x) >= 0.999, D(G(z)) <= 0.001) and G barely learned (8 and 23 modes at step 1,000; docs/results.md)
     "unrolled": ("unrolled_gan.py", STACKED + ["--loss", "gan", "--ngf", "32", "--ndf", "16"],
                  {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]}, (1, 2, 3)),
     "lens-lsgan-mnist": ("lens_gan.py", MNIST + WIDTH + ["--loss", "lsgan"], {"no-lens": ["--no-lens"], "lens": LENS}, (1, 2, 3)),
@@ -63,17 +66,20 @@ def runs(groups):
                 yield group, arm, seed, script, shared + flags
 
 
-def run_dir(out, dataset, exp, seed):
+def run_dir(out, group, arm, seed, flags):
+    """(exp-name, the newest run directory of this arm and seed or None, whether that run reached its last step)."""
+    exp, dataset = f"{group}-{arm}", flags[flags.index("--dataset") + 1]
     found = sorted(Path(out).glob(f"{dataset}__{exp}__{seed}__*"), key=lambda d: d.stat().st_mtime)
-    return found[-1] if found else None
+    run = found[-1] if found else None
+    summary = run / "summary.json" if run else None
+    return exp, run, bool(summary and summary.exists() and json.loads(summary.read_text())["step"] == STEPS_OF.get(group, STEPS))
 
 
 def train(out, data_root, group, arm, seed, script, flags):
     """One run, unless it finished before; an interrupted one continues from its checkpoint (--resume auto)."""
-    exp, dataset = f"{group}-{arm}", flags[flags.index("--dataset") + 1]
+    exp, found, finished = run_dir(out, group, arm, seed, flags)
     steps = STEPS_OF.get(group, STEPS)
-    found = run_dir(out, dataset, exp, seed)
-    if found and (found / "summary.json").exists() and json.loads((found / "summary.json").read_text())["step"] == steps:
+    if finished:
         return f"{exp} seed {seed}: done before"
     cmd = [sys.executable, script, *flags, "--exp-name", exp, "--seed", str(seed), "--data-root", data_root,
            "--out-dir", out, "--download" if data_root == "data" else "--no-download", "--num-workers", "0",
@@ -106,9 +112,7 @@ def main():
         floor(out, args.data_root)
         return report(out, args.only)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(ROOT))
-    import fid  # the classifier is trained once here (about a minute on 2 cores), not by two runs at once
-    start = time.time()
+    start = time.time()  # the classifier is trained once here (about a minute on 2 cores), not by two runs at once
     _, accuracy = fid.mnist_classifier(args.data_root, out / "fid_stats", download=args.data_root == "data")
     print(f"MNIST classifier ready ({100 * accuracy:.2f} % test accuracy, {time.time() - start:.0f} s)", flush=True)
     todo = sorted(runs(args.only), key=lambda r: -cost(r))  # longest first: the two workers end together
@@ -143,7 +147,6 @@ def evaluations(run):
 
 def mean_std(values):
     """'mean ± std' over seeds (std with n - 1; 0 for one seed)."""
-    import numpy as np
     v = np.asarray(values, dtype=float)
     fmt = ".0f" if abs(v.mean()) >= 100 or (v == v.round()).all() else ".2f" if abs(v.mean()) >= 1 else ".3f"  # counts as counts
     return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0:{fmt}}"
@@ -154,11 +157,10 @@ def collect(out, groups):
     times = json.loads((out / "wall_times.json").read_text()) if (out / "wall_times.json").exists() else {}
     found = {}
     for group, arm, seed, script, flags in runs(groups):
-        exp, dataset = f"{group}-{arm}", flags[flags.index("--dataset") + 1]
-        run = run_dir(out, dataset, exp, seed)
-        if not run or not (run / "summary.json").exists():
+        exp, run, finished = run_dir(out, group, arm, seed, flags)
+        if not finished:
             continue
-        arm_runs = found.setdefault(dataset, {}).setdefault((group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None})
+        arm_runs = found.setdefault(flags[flags.index("--dataset") + 1], {}).setdefault((group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None})
         arm_runs["seeds"].append(seed)
         arm_runs["evals"].append(evaluations(run))
         arm_runs["wall"].append(times.get(f"{exp}__{seed}", json.loads((run / "summary.json").read_text())["wall_time"]))
@@ -170,8 +172,6 @@ def floor(out, data_root):
     """What real digits score: the official test digits against the training digits' statistics (as a run's samples
     are), both 10,000; and, for scale, uniform noise."""
     import torch
-    sys.path.insert(0, str(ROOT))
-    import fid
     model, _ = fid.mnist_classifier(data_root, out / "fid_stats", download=False)
     train = fid.mnist_digits(data_root, True)[0]
     reference = fid.statistics(fid.classify(model, train)[0])
@@ -187,7 +187,6 @@ def report(out, groups, figures=ROOT / "docs" / "figures"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     from PIL import Image, ImageDraw
     for dataset, arms in collect(out, groups).items():
         names = METRICS[dataset]

@@ -28,6 +28,7 @@ def test_report_final_best_mean_std_and_figures(tmp_path, capsys):
     fake_run(out, "unrolled-K0", 1, [100, 300, 200], [3.0, 2.0, 2.5])
     fake_run(out, "unrolled-K0", 2, [400, 500, 600], [1.5, 1.0, 0.5])
     fake_run(out, "unrolled-K5", 1, [700, 800, 900], [0.9, 0.8, 0.7])
+    fake_run(out, "unrolled-K10", 1, [5, 6], [6.0, 5.0], steps=1000)  # interrupted: not in the table
     (out / "wall_times.json").write_text(json.dumps({"unrolled-K0__1": 60, "unrolled-K0__2": 180}))
     bench_results.report(out, ["unrolled"], figures)
     table = capsys.readouterr().out
@@ -35,7 +36,7 @@ def test_report_final_best_mean_std_and_figures(tmp_path, capsys):
     # KL final 2.5, 0.5 -> 1.50 +- 1.41; best (min) 2.0, 0.5 -> 1.25 +- 1.06; wall 60 s, 180 s -> 2.0 min
     assert "| unrolled | K0 | 2 | 400 ± 283 | 450 ± 212 | 1.50 ± 1.41 | 1.25 ± 1.06 | 2.0 |" in table
     assert "| unrolled | K5 | 1 | 900 ± 0 | 900 ± 0 | 0.700 ± 0.000 | 0.700 ± 0.000 | 0.0 |" in table  # summary's wall time
-    assert "K10" not in table  # no run of it
+    assert "K10" not in table  # no finished run of it
     assert (figures / "results_stacked-mnist.png").stat().st_size > 0
     sheet = Image.open(figures / "results_stacked-mnist_samples.png")
     assert sheet.size == (4 * 40, 30 + 14)  # 4 columns, one row: the grid of seed 1 of each arm, under its label
