@@ -14,6 +14,7 @@ scripts' own metrics.jsonl, summary.json and sample grids; this script adds runs
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,45 +26,60 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import fid  # noqa: E402
-STEPS = 2000  # generator steps of every run
+STEPS = 2000  # generator steps of a run, unless STEPS_OF says otherwise
 WIDTH = ["--ngf", "32", "--ndf", "32"]  # DCGAN at half width: ~3x faster than 64 here
 MNIST = ["--dataset", "mnist", "--classifier-samples", "10000"]
 STACKED = ["--dataset", "stacked-mnist"]  # 26,000 samples for the modes (Metz et al.)
-LENS = ["--lens-channels", "16", "--lens-k", str(STEPS // 4)]  # lambda reaches 0 after a quarter of the run (eq. 4)
-LENS_SHORT = ["--lens-channels", "16", "--lens-k", str(STEPS // 8)]  # the same for the half-length stacked runs
-# group: (script, shared flags, {arm: flags}, seeds); the first arm of a group is its baseline
+FIVE, THREE = (1, 2, 3, 4, 5), (1, 2, 3)
+# group: (script, shared flags, {arm: flags}, seeds, paper source); the first arm of a group is its baseline
 GROUPS = {
-    # the non-saturating loss: with the saturating one (--loss mm) D won outright by step 500 even at K = 10
-    # (D(x) >= 0.999, D(G(z)) <= 0.001) and G barely learned (8 and 23 modes at step 1,000; docs/results.md)
-    "unrolled": ("unrolled_gan.py", STACKED + ["--loss", "gan", "--ngf", "32", "--ndf", "16"],
-                 {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]}, (1, 2, 3)),
-    "lens-lsgan-mnist": ("lens_gan.py", MNIST + WIDTH + ["--loss", "lsgan"], {"no-lens": ["--no-lens"], "lens": LENS}, (1, 2, 3)),
-    "lens-gan-mnist": ("lens_gan.py", MNIST + WIDTH + ["--loss", "gan"], {"no-lens": ["--no-lens"], "lens": LENS}, (1, 2)),
-    "lens-lsgan-stacked": ("lens_gan.py", STACKED + WIDTH + ["--loss", "lsgan"], {"no-lens": ["--no-lens"], "lens": LENS_SHORT}, (1, 2)),
-    "lens-gan-stacked": ("lens_gan.py", STACKED + WIDTH + ["--loss", "gan"], {"no-lens": ["--no-lens"], "lens": LENS_SHORT}, (1, 2)),
-    # Fig. 2's constant gamma = 0.1 on MNIST in [0, 1] is 0.4 here ([-1, 1], docs/reg_gan.md); the null model's noise
-    # has the matching variance, sigma^2 = gamma (eq. 3), on every data image (64:1)
-    "reg": ("reg_gan.py", MNIST + WIDTH + ["--no-anneal"], {"gamma0": ["--gamma", "0"], "gamma0.4": ["--gamma", "0.4"],
-                                                           "noise": ["--gamma", "0", "--noise-std", "0.632"]}, (1, 2)),
-    # SN-GAN's standard CNN in its setting C (Miyato et al. Table 1: Adam 2e-4, betas 0.5/0.999, n_dis 1), G batch = D batch;
-    # no EMA, like every other arm here
-    "aw": ("aw_gan.py", MNIST + WIDTH + ["--arch", "cnn", "--ema-decay", "0", "--n-critic", "1", "--g-batch-size", "64",
-                                         "--beta1", "0.5", "--beta2", "0.999"], {"no-aw": ["--no-aw"], "aw": []}, (1, 2)),
-    "references": ("gan.py", MNIST + WIDTH, {"gan": []}, (1, 2)),
-    "references-wgan-gp": ("wgan_gp.py", MNIST + WIDTH, {"wgan-gp": []}, (1, 2)),
+    # Metz et al. Table 2, the row with D at 1/4 of G's width, where the GAN collapses (30.6 modes at K = 0, 236.4 at
+    # K = 5, 327.2 at K = 10); the non-saturating loss: with --loss mm D wins outright at this scale (docs/results.md)
+    "unrolled": ("unrolled_gan.py", STACKED + ["--loss", "gan", "--ngf", "32", "--ndf", "8"],
+                 {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]},
+                 FIVE, "Metz et al. Table 2 (D 1/4 of G)"),
+    # Sajjadi et al. Sec. 4.1 / Fig. 4: LSGAN on MNIST mostly fails without the lens; the paper's lens (32 channels), K = half
+    # the run so that the lens acts for 1,000 steps and training goes on for 1,000 after it
+    "lens-lsgan": ("lens_gan.py", MNIST + WIDTH + ["--loss", "lsgan"],
+                   {"no-lens": ["--no-lens"], "lens": ["--lens-channels", "32", "--lens-k", str(STEPS // 2)]},
+                   THREE, "Sajjadi et al. Sec. 4.1, Fig. 4 (LSGAN)"),
+    "lens-gan": ("lens_gan.py", MNIST + WIDTH + ["--loss", "gan"],
+                 {"no-lens": ["--no-lens"], "lens": ["--lens-channels", "32", "--lens-k", str(STEPS // 2)]},
+                 THREE, "Sajjadi et al. Sec. 4.1, Fig. 4 (GAN)"),
+    # Roth et al. Fig. 2 (MNIST, constant gamma = 0.1 on inputs in [0, 1], i.e. 0.4 here: docs/reg_gan.md)
+    "reg": ("reg_gan.py", MNIST + WIDTH + ["--no-anneal"], {"gamma0": ["--gamma", "0"], "gamma0.4": ["--gamma", "0.4"]},
+            FIVE, "Roth et al. Fig. 2"),
+    # Zadorozhnyy et al. Table 2 trains SN-GAN (sngan.pytorch's standard CNN on CIFAR-10) with n_dis = 5, G batch 128,
+    # Adam 2e-4 (0, 0.9), linear decay: aw_gan.py's defaults; no EMA, like every other arm here
+    "aw": ("aw_gan.py", MNIST + WIDTH + ["--arch", "cnn", "--ema-decay", "0", "--n-critic", "5"],
+           {"no-aw": ["--no-aw"], "aw": []}, THREE, "Zadorozhnyy et al. Table 2 (SN-GAN, n_dis 5)"),
+    "references": ("gan.py", MNIST + WIDTH, {"gan": []}, FIVE, "DCGAN"),
+    "references-wgan-gp": ("wgan_gp.py", MNIST + WIDTH, {"wgan-gp": []}, THREE, "Gulrajani et al."),
 }
-SEEDS_OF = {("unrolled", "K10"): (1, 2)}  # K = 10 costs twice K = 5: two seeds fit
-# what did not fit at 2,000 steps: WGAN-GP (5 critic steps per G step) and the lens on stacked MNIST (3.8x a plain step)
-STEPS_OF = {"references-wgan-gp": 500, "lens-lsgan-stacked": STEPS // 2, "lens-gan-stacked": STEPS // 2}
+SEEDS_OF = {("unrolled", "K10"): THREE}  # K = 10 costs 2x K = 5
+# aw: 5 D steps per G step with two backward passes each (0.4 steps/s): 500 G steps = 2,500 D steps; WGAN-GP: 5 critic
+# steps per G step
+STEPS_OF = {"aw": 500, "references-wgan-gp": 500}
 METRICS = {"mnist": (("classifier_fd", min), ("class_kl", min)), "stacked-mnist": (("modes", max), ("modes_kl", min))}
+KEPT = ROOT / "docs" / "results" / "runs"  # <group>/<arm>/<seed>/{args.json, metrics.jsonl, summary.json, bench.json}
+KEEP = ("args.json", "metrics.jsonl", "summary.json")
 
 
 def runs(groups):
     for group in groups:
-        script, shared, arms, seeds = GROUPS[group]
+        script, shared, arms, seeds, _ = GROUPS[group]
         for arm, flags in arms.items():
             for seed in SEEDS_OF.get((group, arm), seeds):
                 yield group, arm, seed, script, shared + flags
+
+
+def kept(group, arm, seed, root=KEPT):
+    """The committed files of a finished run, or None."""
+    d = Path(root) / group / arm / str(seed)
+    summary = d / "summary.json"
+    if summary.exists() and json.loads(summary.read_text())["step"] == STEPS_OF.get(group, STEPS):
+        return d
+    return None
 
 
 def run_dir(out, group, arm, seed, flags):
@@ -76,25 +92,37 @@ def run_dir(out, group, arm, seed, flags):
 
 
 def train(out, data_root, group, arm, seed, script, flags):
-    """One run, unless it finished before; an interrupted one continues from its checkpoint (--resume auto)."""
-    exp, found, finished = run_dir(out, group, arm, seed, flags)
+    """One run, unless it is kept already; an interrupted one continues from its checkpoint (--resume auto). A finished
+    run's small text files are copied to KEPT/<group>/<arm>/<seed>/ (committed: the report needs nothing else)."""
+    exp, found, _ = run_dir(out, group, arm, seed, flags)
     steps = STEPS_OF.get(group, STEPS)
-    if finished:
-        return f"{exp} seed {seed}: done before"
-    cmd = [sys.executable, script, *flags, "--exp-name", exp, "--seed", str(seed), "--data-root", data_root,
+    if kept(group, arm, seed):
+        return f"{exp} seed {seed}: kept before"
+    cmd = [script, *flags, "--exp-name", exp, "--seed", str(seed), "--data-root", data_root,
            "--out-dir", out, "--download" if data_root == "data" else "--no-download", "--num-workers", "0",
            "--total-steps", str(steps), "--eval-every", str(steps // 4), "--no-fid", "--log-every", "100",
-           "--sample-every", str(steps // 4), "--checkpoint-every", "500"]
+           "--sample-every", str(steps // 4), "--checkpoint-every", str(min(500, steps // 4))]
     if found and (found / "checkpoint.pt").exists():
         cmd += ["--resume", "auto"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = Path(out) / "logs" / f"{exp}__{seed}.log"
     start = time.time()
     with open(log, "a") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     seconds = time.time() - start
     if rc:
         return f"{exp} seed {seed}: FAILED (exit {rc}, see {log})"
+    _, run, finished = run_dir(out, group, arm, seed, flags)
+    if not finished:
+        return f"{exp} seed {seed}: ended before its last step (see {log})"
+    dest = KEPT / group / arm / str(seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEEP:
+        shutil.copyfile(run / name, dest / name)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    bench = {"wall_s": round(seconds, 1), "resumed": "--resume" in cmd, "commit": commit, "threads": 1,
+             "command": " ".join(["python", *cmd]), "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    (dest / "bench.json").write_text(json.dumps(bench, indent=1) + "\n")
     return exp, seed, seconds
 
 
@@ -115,9 +143,7 @@ def main():
     start = time.time()  # the classifier is trained once here (about a minute on 2 cores), not by two runs at once
     _, accuracy = fid.mnist_classifier(args.data_root, out / "fid_stats", download=args.data_root == "data")
     print(f"MNIST classifier ready ({100 * accuracy:.2f} % test accuracy, {time.time() - start:.0f} s)", flush=True)
-    todo = sorted(runs(args.only), key=lambda r: -cost(r))  # longest first: the two workers end together
-    times_file = out / "wall_times.json"
-    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    todo = sorted(runs(args.only), key=lambda r: (r[2], -cost(r)))  # seed by seed (pairs complete early), longest first
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in as_completed([pool.submit(train, str(out), args.data_root, *r) for r in todo]):
             result = future.result()
@@ -125,8 +151,6 @@ def main():
                 print(result, flush=True)
                 continue
             exp, seed, seconds = result
-            times[f"{exp}__{seed}"] = times.get(f"{exp}__{seed}", 0) + seconds
-            times_file.write_text(json.dumps(times, indent=1))
             print(f"{exp} seed {seed}: {seconds / 60:.1f} min ({(time.time() - start) / 60:.0f} min so far)", flush=True)
     print(f"all runs done in {(time.time() - start) / 60:.1f} min", flush=True)
 
@@ -134,8 +158,8 @@ def main():
 def cost(r):
     """Relative cost of a run (steps/s measured on this 2-core machine, two runs at a time)."""
     group, arm, seed, script, flags = r
-    sps = {"unrolled_gan.py": {"K0": 24, "K5": 4.2}.get(arm, 2.2), "lens_gan.py": 17 if "--no-lens" in flags else 4.5,
-           "reg_gan.py": 8.8, "gan.py": 15, "aw_gan.py": 3}.get(script, 1.8)
+    sps = {"unrolled_gan.py": {"K0": 15, "K5": 4.4}.get(arm, 2.5), "lens_gan.py": 10 if "--no-lens" in flags else 1.0,
+           "reg_gan.py": 8.8, "gan.py": 15, "aw_gan.py": 0.4}.get(script, 1.8)
     return STEPS_OF.get(group, STEPS) / sps
 
 
