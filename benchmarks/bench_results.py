@@ -1,18 +1,20 @@
-"""Image results on a CPU: every method against its own paired baseline on MNIST and stacked MNIST, scored by the
-MNIST classifier of fid.py (no Inception weights needed). The numbers and figures of docs/results.md.
+"""Image results on a CPU: every method against its own paired baseline on MNIST and stacked MNIST, in the setting of
+its paper's own experiment (GROUPS names the table or figure), scaled to fit 2 CPU cores; scored by the MNIST
+classifier of fid.py (no Inception weights needed). The numbers and figures of docs/results.md.
 
-    python benchmarks/bench_results.py                 # all runs (skips finished ones; resumes interrupted ones)
-    python benchmarks/bench_results.py --only unrolled lens-lsgan-mnist   # some groups
-    python benchmarks/bench_results.py --report        # tables (markdown) and figures from what has finished
+    python benchmarks/bench_results.py                 # all runs (skips kept ones; resumes interrupted ones)
+    python benchmarks/bench_results.py --only unrolled reg   # some groups
+    python benchmarks/bench_results.py --report        # tables, verdicts (markdown) and figures from the kept runs
 
-Two runs at a time, one torch thread each (--jobs). Paired arms differ only in the method's flag: the same seed gives
-them the same initial weights. Everything is scaled down from the papers to fit about 2 hours on 2 CPU cores
-(widths 32 instead of 64, lens width 16, 2,000 generator steps instead of 10^5-10^6; 1,000 for the lens on
-stacked MNIST, 500 for WGAN-GP); docs/results.md says how and why. Runs go to runs/results/<dataset>__<group>-<arm>__<seed>__<time>/ with the
-scripts' own metrics.jsonl, summary.json and sample grids; this script adds runs/results/wall_times.json.
+One torch thread per run, --jobs runs at a time. Paired arms differ only in the method's flag: the same seed gives
+them the same initial weights and noise. Runs train in runs/results/<dataset>__<group>-<arm>__<seed>__<time>/; a
+finished run's args.json, metrics.jsonl and summary.json (and bench.json: wall time, command, commit) are kept in
+docs/results/runs/<group>/<arm>/<seed>/, committed: the report reads nothing else, so the benchmark can run in parts
+on several machines (--keep-from copies finished runs of another runs folder, with seed 1's last sample grid).
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -22,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,9 +76,9 @@ def runs(groups):
                 yield group, arm, seed, script, shared + flags
 
 
-def kept(group, arm, seed, root=KEPT):
-    """The committed files of a finished run, or None."""
-    d = Path(root) / group / arm / str(seed)
+def kept(group, arm, seed, root=None):
+    """The kept (committed) files of a finished run under root (default KEPT), or None."""
+    d = Path(root or KEPT) / group / arm / str(seed)
     summary = d / "summary.json"
     if summary.exists() and json.loads(summary.read_text())["step"] == STEPS_OF.get(group, STEPS):
         return d
@@ -132,13 +135,16 @@ def main():
     p.add_argument("--data-root", default="../shared/data", help="where MNIST is ('data' downloads it)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--only", nargs="+", choices=tuple(GROUPS), default=tuple(GROUPS))
-    p.add_argument("--report", action="store_true", help="no training: tables and figures of the finished runs")
+    p.add_argument("--report", action="store_true", help="no training: tables and figures of the kept runs")
+    p.add_argument("--keep-from", default=None, help="no training: copy the finished runs of this runs folder into the kept runs")
     args = p.parse_args()
     out = Path(args.out_dir)
     if args.report:
         print("MNIST classifier floor (10,000 images against the training digits' statistics)\n\n| images | classifier_fd | class_kl |\n|---|---|---|")
         floor(out, args.data_root)
-        return report(out, args.only)
+        return report(KEPT, args.only)
+    if args.keep_from:
+        return print(f"{keep(Path(args.keep_from), KEPT, args.only)} finished runs kept in {KEPT}")
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.time()  # the classifier is trained once here (about a minute on 2 cores), not by two runs at once
     _, accuracy = fid.mnist_classifier(args.data_root, out / "fid_stats", download=args.data_root == "data")
@@ -172,24 +178,64 @@ def evaluations(run):
 def mean_std(values):
     """'mean ± std' over seeds (std with n - 1; 0 for one seed)."""
     v = np.asarray(values, dtype=float)
-    fmt = ".0f" if abs(v.mean()) >= 100 or (v == v.round()).all() else ".2f" if abs(v.mean()) >= 1 else ".3f"  # counts as counts
+    counts = abs(v.mean()) >= 100 or (v == v.round()).all()  # counts as counts
+    fmt = ".0f" if counts else ".2f" if abs(v.mean()) >= 1 else ".3f"
     return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0:{fmt}}"
 
 
-def collect(out, groups):
-    """{dataset: {(group, arm): {"seeds": [...], "evals": [[records] per seed], "wall": [s per seed], "grid": path}}}"""
-    times = json.loads((out / "wall_times.json").read_text()) if (out / "wall_times.json").exists() else {}
-    found = {}
-    for group, arm, seed, script, flags in runs(groups):
-        exp, run, finished = run_dir(out, group, arm, seed, flags)
+def keep(out, root=KEPT, groups=tuple(GROUPS)):
+    """Copy every finished run of a runs folder (bench_results' --out-dir) into root: its text files and, for seed 1,
+    its last sample grid (samples.png). Returns how many runs were copied."""
+    copied = 0
+    for group, arm, seed, _, flags in runs(groups):
+        _, run, finished = run_dir(out, group, arm, seed, flags)
         if not finished:
             continue
-        arm_runs = found.setdefault(flags[flags.index("--dataset") + 1], {}).setdefault((group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None})
-        arm_runs["seeds"].append(seed)
-        arm_runs["evals"].append(evaluations(run))
-        arm_runs["wall"].append(times.get(f"{exp}__{seed}", json.loads((run / "summary.json").read_text())["wall_time"]))
-        arm_runs["grid"] = arm_runs["grid"] or sorted((run / "samples").glob("step_*.png"))[-1]
+        dest = Path(root) / group / arm / str(seed)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in KEEP:
+            shutil.copyfile(run / name, dest / name)
+        if seed == 1:
+            shutil.copyfile(sorted((run / "samples").glob("step_*.png"))[-1], dest / "samples.png")
+        copied += 1
+    return copied
+
+
+def collect(root, groups):
+    """{dataset: {(group, arm): {"seeds": [...], "evals": [[records] per seed], "wall": [s per seed], "grid": path}}}
+    from the kept runs under root alone."""
+    found = {}
+    for group, arm, seed, _, flags in runs(groups):
+        run = kept(group, arm, seed, root)
+        if run is None:
+            continue
+        dataset = flags[flags.index("--dataset") + 1]
+        entry = found.setdefault(dataset, {}).setdefault((group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None})
+        entry["seeds"].append(seed)
+        entry["evals"].append(evaluations(run))
+        bench = run / "bench.json"
+        wall = json.loads(bench.read_text())["wall_s"] if bench.exists() else json.loads((run / "summary.json").read_text())["wall_time"]
+        entry["wall"].append(wall)
+        entry["grid"] = entry["grid"] or (run / "samples.png" if (run / "samples.png").exists() else None)
     return found
+
+
+def verdict(baseline, method, higher_is_better):
+    """The verdict rule of docs/results.md on paired seeds ({seed: final value} per arm, the seeds both arms have):
+    the improvement d_s = method - baseline (baseline - method where lower is better) per seed; k = how many d_s > 0;
+    the mean of d_s with its 95 % t interval (n - 1 degrees of freedom). 'better' / 'worse' when the interval lies
+    above / below 0, 'not established at this scale' when it contains 0, 'too few seeds' under 2 pairs."""
+    seeds = sorted(set(baseline) & set(method))
+    d = np.array([(method[s] - baseline[s]) * (1 if higher_is_better else -1) for s in seeds], dtype=float)
+    n = len(d)
+    if n < 2:
+        return {"seeds": seeds, "k": int((d > 0).sum()), "n": n, "mean": float(d.mean()) if n else math.nan,
+                "low": math.nan, "high": math.nan, "verdict": "too few seeds"}
+    half = scipy.stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
+    low, high = d.mean() - half, d.mean() + half
+    word = "better" if low > 0 else "worse" if high < 0 else "not established at this scale"
+    return {"seeds": seeds, "k": int((d > 0).sum()), "n": n, "mean": float(d.mean()), "low": float(low),
+            "high": float(high), "verdict": word}
 
 
 def floor(out, data_root):
@@ -205,14 +251,15 @@ def floor(out, data_root):
         print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in fid.mnist_quality(model, images, reference).values()) + " |")
 
 
-def report(out, groups, figures=ROOT / "docs" / "figures"):
-    """Markdown tables (final and best of each metric, mean ± std over seeds, minutes per run) on stdout; figures of
-    the metrics over training (paired arms in one panel) and of one sample grid per arm (seed 1, last step)."""
+def report(root, groups, figures=ROOT / "docs" / "figures"):
+    """From the kept runs under root alone: markdown tables on stdout (per arm: final and best of each metric, mean ±
+    std over seeds, minutes per run; per pair: the verdict on the first metric at the last evaluation and the per-seed
+    values); figures of the metrics over training (paired arms in one panel) and of one sample grid per arm (seed 1)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image, ImageDraw
-    for dataset, arms in collect(out, groups).items():
+    for dataset, arms in collect(root, groups).items():
         names = METRICS[dataset]
         print(f"\n### {dataset}\n")
         print("| group | arm | seeds | " + " | ".join(f"{m} final | {m} best" for m, _ in names) + " | min / run |")
@@ -222,6 +269,21 @@ def report(out, groups, figures=ROOT / "docs" / "figures"):
             for m, best in names:
                 cells += [mean_std([e[-1][m] for e in r["evals"]]), mean_std([best(x[m] for x in e) for e in r["evals"]])]
             print(f"| {group} | {arm} | {len(r['seeds'])} | " + " | ".join(cells) + f" | {np.mean(r['wall']) / 60:.1f} |")
+        metric, best = names[0]
+        print(f"\n#### {dataset}: verdicts on {metric} at the last evaluation (paired seeds; improvement = "
+              f"{'method - baseline' if best is max else 'baseline - method'}, 95 % t interval)\n")
+        print("| group | method vs baseline | better on | mean improvement | 95 % interval | verdict | per seed (baseline → method) |")
+        print("|---|---|---|---|---|---|---|")
+        for group in dict.fromkeys(g for g, _ in arms):
+            base_arm = next(iter(GROUPS[group][2]))
+            if (group, base_arm) not in arms:
+                continue
+            finals = {a: dict(zip(r["seeds"], (e[-1][metric] for e in r["evals"]))) for (g, a), r in arms.items() if g == group}
+            for arm in [a for a in finals if a != base_arm]:
+                v = verdict(finals[base_arm], finals[arm], best is max)
+                pairs = ", ".join(f"{s}: {finals[base_arm][s]:.0f} → {finals[arm][s]:.0f}" for s in v["seeds"])
+                print(f"| {group} | {arm} vs {base_arm} | {v['k']} of {v['n']} | {v['mean']:.1f} | "
+                      f"[{v['low']:.1f}, {v['high']:.1f}] | {v['verdict']} | {pairs} |")
         panels = list(dict.fromkeys(g for g, _ in arms))
         fig, axes = plt.subplots(len(names), len(panels), figsize=(3.2 * len(panels), 2.6 * len(names)), squeeze=False)
         for col, group in enumerate(panels):
@@ -231,8 +293,8 @@ def report(out, groups, figures=ROOT / "docs" / "figures"):
                     for e in r["evals"]:  # one thin line per seed, the mean thick
                         ax.plot([x["step"] for x in e], [x[m] for x in e], color=f"C{i}", alpha=0.3, lw=0.8)
                     n = min(len(e) for e in r["evals"])
-                    ax.plot([x["step"] for x in r["evals"][0][:n]], np.mean([[x[m] for x in e[:n]] for e in r["evals"]], 0),
-                            color=f"C{i}", lw=2, label=arm)
+                    mean = np.mean([[x[m] for x in e[:n]] for e in r["evals"]], 0)
+                    ax.plot([x["step"] for x in r["evals"][0][:n]], mean, color=f"C{i}", lw=2, label=arm)
                 ax.set_title(group if row == 0 else "", fontsize=9)
                 ax.set_ylabel(m if col == 0 else "", fontsize=8)
                 ax.set_yscale("log" if m == "classifier_fd" else "linear")
@@ -242,10 +304,13 @@ def report(out, groups, figures=ROOT / "docs" / "figures"):
                 if row == 0:
                     ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(figures / f"results_{dataset}.png", dpi=100)
+        path = figures / f"results_{dataset}.png"
+        fig.savefig(path, dpi=100)
         plt.close(fig)
-        Image.open(figures / f"results_{dataset}.png").convert("RGB").quantize(256).save(figures / f"results_{dataset}.png", optimize=True)
-        grids = [(f"{g}: {a}", Image.open(r["grid"]).convert("RGB")) for (g, a), r in arms.items()]
+        Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+        grids = [(f"{g}: {a}", Image.open(r["grid"]).convert("RGB")) for (g, a), r in arms.items() if r["grid"]]
+        if not grids:
+            continue
         w, h = grids[0][1].size
         cols = 4
         sheet = Image.new("RGB", (cols * w, -(-len(grids) // cols) * (h + 14)), "white")
