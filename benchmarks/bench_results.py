@@ -135,6 +135,7 @@ def main():
     p.add_argument("--data-root", default="../shared/data", help="where MNIST is ('data' downloads it)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--only", nargs="+", choices=tuple(GROUPS), default=tuple(GROUPS))
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (default: each arm's own)")
     p.add_argument("--report", action="store_true", help="no training: tables and figures of the kept runs")
     p.add_argument("--keep-from", default=None, help="no training: copy the finished runs of this runs folder into the kept runs")
     args = p.parse_args()
@@ -149,7 +150,8 @@ def main():
     start = time.time()  # the classifier is trained once here (about a minute on 2 cores), not by two runs at once
     _, accuracy = fid.mnist_classifier(args.data_root, out / "fid_stats", download=args.data_root == "data")
     print(f"MNIST classifier ready ({100 * accuracy:.2f} % test accuracy, {time.time() - start:.0f} s)", flush=True)
-    todo = sorted(runs(args.only), key=lambda r: (r[2], -cost(r)))  # seed by seed (pairs complete early), longest first
+    todo = [r for r in runs(args.only) if args.seeds is None or r[2] in args.seeds]
+    todo = sorted(todo, key=lambda r: (r[2], -cost(r)))  # seed by seed (pairs complete early), longest first
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in as_completed([pool.submit(train, str(out), args.data_root, *r) for r in todo]):
             result = future.result()
