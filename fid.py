@@ -619,11 +619,35 @@ def open_input(spec, args):
                          f"dataset there or run with --download on a machine with internet") from err
 
 
+def mnist_folder_metrics(folder, data_root, cache_dir, download=False):
+    """The MNIST-family metrics of a folder of 32x32 8-bit PNGs (e.g. a script's --generate N): gray images get the
+    classifier FD against the MNIST training digits and the class KL, RGB images (stacked MNIST) the modes and their
+    KL; the numbers the scripts' --evaluate N --no-fid gives for the same samples. Prints and returns them."""
+    from PIL import Image
+    images = torch.stack([torch.from_numpy(np.array(Image.open(f))) for f in image_files(folder)])
+    images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    if images.shape[-2:] != (32, 32) or images.shape[1] not in (1, 3):
+        raise ValueError(f"--mnist needs 32x32 gray or RGB images, {folder} has {tuple(images.shape[1:])}")
+    model, _ = mnist_classifier(data_root, cache_dir, download=download)
+    if images.shape[1] == 3:
+        result = stacked_mnist_modes(model, images)
+    else:
+        result = mnist_quality(model, images, statistics(classify(model, mnist_digits(data_root, True, download)[0])[0]))
+    print(" | ".join(f"{k} {v:.4f}" for k, v in result.items()) + f" ({len(images)} images)")
+    return result
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="FID (and IS) as computed by pytorch-fid 0.3.0.")
-    p.add_argument("inputs", nargs=2, metavar="A_B",
+    p = argparse.ArgumentParser(description="FID (and IS) as computed by pytorch-fid 0.3.0.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.error = lambda message: (print(f"fid.py: error: {message}", file=sys.stderr), sys.exit(2))  # one line
+    p.add_argument("inputs", nargs="+", metavar="A_B",
                    help="two of: image folder, .npz with mu and sigma, DATASET:SPLIT "
-                        f"(DATASET one of {', '.join(DATASETS)}; SPLIT train or test)")
+                        f"(DATASET one of {', '.join(DATASETS)}; SPLIT train or test); with --mnist one folder")
+    p.add_argument("--mnist", action="store_true",
+                   help="the MNIST-family metrics of one folder of 32x32 PNGs instead of FID: classifier FD and class "
+                        "KL (gray digits) or modes and their KL (stacked, RGB), as the scripts' --no-fid evaluation")
+    p.add_argument("--cache-dir", default="runs/fid_stats", help="where the MNIST classifier is cached (--mnist)")
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception forward pass")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
@@ -636,6 +660,8 @@ def parse_args(argv=None):
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="let torchvision download a missing dataset")
     args = p.parse_args(argv)
+    if len(args.inputs) != (1 if args.mnist else 2):
+        p.error("--mnist takes one image folder" if args.mnist else "give two inputs, A and B")
     if args.batch_size < 1 or args.num_workers < 0:
         p.error("--batch-size must be >= 1 and --num-workers >= 0")
     if args.save_stats and not args.inputs[1].endswith(".npz"):
@@ -658,6 +684,8 @@ def main(argv=None):
     """Print the FID of A and B and the IS of each image input (or save A's statistics); return them."""
     args = parse_args(argv)
     try:
+        if args.mnist:
+            return mnist_folder_metrics(args.inputs[0], args.data_root, args.cache_dir, args.download)
         if args.save_stats and os.path.exists(args.inputs[1]):
             raise ValueError(f"{args.inputs[1]} exists; not overwriting it")
         specs = args.inputs[:1] if args.save_stats else args.inputs
