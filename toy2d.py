@@ -105,12 +105,12 @@ def parse_args(argv=None):
     p.add_argument("--activation", choices=("tanh", "relu"), help="hidden activation")
     p.add_argument("--init", choices=("orthogonal", "normal0.1", "default"),
                    help="orthogonal gain 1.4 (Metz's notebook); normal0.1: N(0, 0.1) truncated at 2 std (Roth's 3DGAN.py); default: PyTorch's")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="samples per batch of D and of G")
     p.add_argument("--z-dim", type=int, help="latent dimension")
     p.add_argument("--lr-g", type=float, help="G's Adam learning rate")
     p.add_argument("--lr-d", type=float, help="D's (and the lens's) Adam learning rate")
-    p.add_argument("--beta1", type=float)
-    p.add_argument("--beta2", type=float)
+    p.add_argument("--beta1", type=float, help="Adam beta1")
+    p.add_argument("--beta2", type=float, help="Adam beta2")
     p.add_argument("--lr-decay-start", type=float, help="fraction of the run after which every lr decays linearly to 0 (1: constant)")
     p.add_argument("--n-critic", type=int, default=None, help="D steps per G step (default: 5 for wgan-gp, else 1)")
     p.add_argument("--eval-every", type=int, help="steps between mode metrics (0: --steps / 5)")
@@ -131,6 +131,9 @@ def parse_args(argv=None):
     if preset:
         p.set_defaults(dataset=preset["datasets"])
     args = p.parse_args(argv)
+    for k, v in vars(args).items():  # inf and NaN have no use in any float flag
+        if isinstance(v, float) and not math.isfinite(v):
+            fail(f"--{k.replace('_', '-')} must be a finite number, got {v}")
     if preset and args.method != "all":
         fail(f"--method would be ignored: --preset {args.preset} runs {', '.join(r[0] for r in preset['runs'])}")
     for name in ("steps", "batch_size", "z_dim", "layers", "width", "jobs", "n_critic", "eval_every", "lens_k", "unroll_steps",

@@ -20,12 +20,14 @@ the authors' at --image-size 32; other powers of 2 add or drop up/downsampling s
 Usage: python wgan_gp.py --dataset cifar10 --data-root data --eval-every 10000
 """
 import argparse
+import contextlib
 import copy
 import datetime
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -73,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=False,
                    help="stream batches from disk even when the dataset fits in memory (IN_MEMORY_LIMIT bytes of uint8 on the device)")
     p.add_argument("--total-steps", type=int, help="generator updates")  # defaults: ARCH_DEFAULTS
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch of D and of G")
     p.add_argument("--lr-g", type=float, help="generator learning rate")
     p.add_argument("--lr-d", type=float, help="critic learning rate")
     p.add_argument("--beta1", type=float, help="Adam beta1")
@@ -88,7 +90,7 @@ def parse_args(argv=None):
     p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True,
                    help="FID and IS at --eval-every / --evaluate (need the Inception weights); --no-fid: the classifier metrics only (mnist family)")
     p.add_argument("--classifier-samples", type=int, default=26_000, help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (one is always written at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (0: only the one always written at the end)")
     p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
     p.add_argument("--generate", type=int, nargs="?", const=50_000, default=None, metavar="N",
                    help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
@@ -108,8 +110,9 @@ def parse_args(argv=None):
     pre.add_argument("--arch", nargs="?")
     p.set_defaults(**ARCH_DEFAULTS.get(pre.parse_known_args(argv)[0].arch or "dcgan", {}))
     p.error = fail  # one error line instead of argparse's usage dump
-    checkpoint_defaults(p, argv)
+    resume = checkpoint_defaults(p, argv)
     args = p.parse_args(argv)
+    check_finite(args)
 
     if args.image_size < 16 or args.image_size & (args.image_size - 1):
         p.error(f"--image-size must be a power of 2 >= 16 for these networks, got {args.image_size}")
@@ -140,6 +143,7 @@ def parse_args(argv=None):
         p.error(f"--lr-decay-steps must be >= 0 and --g-batch-multiple positive, got {args.lr_decay_steps}, {args.g_batch_multiple}")
     if args.arch == "dcgan" and args.batch_size < 2:  # BatchNorm1d needs two samples to normalise over
         p.error(f"--arch dcgan needs --batch-size >= 2 (its generator's first layer is batch-normalised), got {args.batch_size}")
+    check_resume(args, resume)
     return args
 
 
@@ -147,6 +151,13 @@ def fail(message, code=2):
     """One clear error line and a non-zero exit, never a traceback (2 = bad input, as argparse)."""
     print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def check_finite(args):
+    """Every float flag is a finite number: inf and NaN have no use in any of them."""
+    for k, v in vars(args).items():
+        if isinstance(v, float) and not math.isfinite(v):
+            fail(f"--{k.replace('_', '-')} must be a finite number, got {v}")
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -167,12 +178,22 @@ class StackedMNIST(torch.utils.data.Dataset):
         return torch.cat([image for image, _ in digits]), mode
 
 
+# what each dataset needs under --data-root (torchvision's layout), named when it is missing
+DATA_FILES = {"mnist": "MNIST/raw/train-images-idx3-ubyte", "stacked-mnist": "MNIST/raw/train-images-idx3-ubyte",
+              "fashion-mnist": "FashionMNIST/raw/train-images-idx3-ubyte",
+              "cifar10": "cifar-10-batches-py/data_batch_1", "cifar100": "cifar-100-python/train",
+              "stl10": "stl10_binary/unlabeled_X.bin", "celeba": "celeba/img_align_celeba/",
+              "folder": "<class>/<image>"}
+
+
 def make_dataset(args):
     """The training set as uint8 images of shape (C, S, S) (`to_model_range` makes them [-1, 1] on the device);
-    one clear error when it is missing."""
+    one clear error when it is missing, naming the files expected and where (a failed download leaves no folder)."""
     size, root, name = args.image_size, args.data_root, args.dataset
     resize = [T.Resize(size), T.CenterCrop(size)]
     mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32 as the lens paper
+    made = [Path(root, *Path(DATA_FILES[name]).parts[:i]) for i in range(len(Path(DATA_FILES[name]).parts) - 1, -1, -1)]
+    made = [d for d in made if not d.exists()]  # the folders a download may create, deepest first
     try:
         if name in ("mnist", "stacked-mnist"):
             mnist = torchvision.datasets.MNIST(root, train=True, download=args.download, transform=mnist_tf)
@@ -188,10 +209,14 @@ def make_dataset(args):
             tf = T.Compose([T.CenterCrop(108)] + resize + [T.PILToTensor()])
             return torchvision.datasets.CelebA(root, split="train", download=args.download, transform=tf)
         return torchvision.datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB"))] + resize + [T.PILToTensor()]))
-    except Exception as e:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        hint = "" if name == "folder" else " (the download failed: no internet?)" if args.download else ", or use --download"
-        fail(f"cannot load dataset {name!r} from {os.path.abspath(root)}: {why}. Put the files there{hint}.")
+    except Exception:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
+        for folder in made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        where = os.path.join(os.path.abspath(root), DATA_FILES[name])
+        how = ("" if name == "folder" else " (the download failed: no internet?)" if args.download
+               else " (or --download on a machine with internet)")
+        fail(f"no {name} data at {where}: put the files there{how}, or point --data-root at the folder that holds them")
 
 
 def to_model_range(images):
@@ -208,17 +233,31 @@ def _ignore_sigint(_):
 IN_MEMORY_LIMIT = 3 * 2 ** 29
 
 
+def image_at(dataset, i, args):
+    """The image dataset[i]; a file that cannot be decoded stops with its name (from a DataLoader worker, the
+    original error is the last line of the one raised)."""
+    try:
+        return dataset[i][0]
+    except Exception as e:  # not an image, truncated, unreadable
+        fail(f"cannot read an image of --dataset {args.dataset}: {str(e).strip().splitlines()[-1]}")
+
+
 def load_images(dataset, args):
     """Every image of `dataset` decoded once, in order, into one uint8 tensor (N, C, S, S); stacked MNIST is
     gathered from MNIST's tensor, not decoded per triple. None when it is larger than IN_MEMORY_LIMIT or with
-    --stream-data."""
-    if args.stream_data or len(dataset) * dataset[0][0].numel() > IN_MEMORY_LIMIT:
+    --stream-data. A file that cannot be decoded stops here, with its name, before a run directory exists."""
+    if args.stream_data or len(dataset) * image_at(dataset, 0, args).numel() > IN_MEMORY_LIMIT:
         return None
     if isinstance(dataset, StackedMNIST):
         return load_images(dataset.mnist, args)[dataset.triples].flatten(1, 2)
     loader = torch.utils.data.DataLoader(dataset, 500, num_workers=args.num_workers, worker_init_fn=_ignore_sigint,
                                          generator=torch.Generator())
-    return torch.cat([images for images, _ in loader])
+    try:
+        return torch.cat([images for images, _ in loader])
+    except Exception:  # not an image, truncated, unreadable: find which one, in this process
+        for i in range(len(dataset)):
+            image_at(dataset, i, args)
+        raise
 
 
 def infinite_batches(dataset, images, args, device, start=0):
@@ -417,8 +456,13 @@ CHECKPOINT_FORMAT = 2  # 2: uint8 data pipeline, EMA generator, script name; 1 (
 
 def save_checkpoint(path, state):
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "script": Path(__file__).name, **state}, tmp)
-    os.replace(tmp, path)  # atomic: a kill during the save never leaves a half-written checkpoint
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "script": Path(__file__).name, **state}, tmp)
+        os.replace(tmp, path)  # atomic: a kill during the save never leaves a half-written checkpoint
+    except BaseException:  # a full disk, no permission, a second Ctrl-C: no stray .tmp left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 # args that may change on resume; every other one defines the run and must match the checkpoint
@@ -430,9 +474,16 @@ RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_
 def read_checkpoint(path, mmap=False):
     """A checkpoint of this script (on the CPU, whatever device wrote it); ValueError naming what is wrong. mmap: read
     only what is used (checkpoint_defaults needs the args, not the tensors)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"not a checkpoint of this version of {Path(__file__).name} (format {ckpt.get('format', 1) if isinstance(ckpt, dict) else '?'}, "
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except OSError as e:  # missing, a folder, no permission
+        raise ValueError(e.strerror or str(e)) from e
+    except Exception as e:  # empty, truncated, random bytes, a pickle that is not plain data
+        raise ValueError("not a readable checkpoint (truncated or not a torch file)") from e
+    if not isinstance(ckpt, dict) or not {"args", "counters", "models"} <= ckpt.keys():
+        raise ValueError("not a cleangan checkpoint")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"not a checkpoint of this version of {Path(__file__).name} (format {ckpt.get('format', 1)}, "
                          f"expected {CHECKPOINT_FORMAT}); train anew or use the version that wrote it")
     if ckpt["script"] != Path(__file__).name:
         raise ValueError(f"it was written by {ckpt['script']}, not {Path(__file__).name}")
@@ -447,40 +498,59 @@ def newest_checkpoint(args):
 
 def checkpoint_defaults(parser, argv):
     """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
-    now), so that only what changes needs to be given; a run-defining flag given with another value is refused
-    by load_checkpoint. An unreadable checkpoint stops here, before any data is loaded."""
+    now), so that only what changes needs to be given. An unreadable checkpoint stops here, before any data is
+    loaded. Returns (path, the checkpoint's args, its step) for check_resume, or None."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
     path = newest_checkpoint(parser.parse_known_args(argv)[0]) if path == "auto" else path
+    if not path:
+        return None
     try:
-        saved = read_checkpoint(path, mmap=True)["args"] if path else {}
+        ckpt = read_checkpoint(path, mmap=True)
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    parser.set_defaults(**{k: v for k, v in saved.items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
+    parser.set_defaults(**{k: v for k, v in ckpt["args"].items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
+    return path, ckpt["args"], ckpt["counters"][0]
+
+
+def check_resume(args, resume):
+    """Before any data is loaded: a run-defining flag (all but RESUMABLE) with another value than the checkpoint's is
+    refused, and so is a --total-steps below its step."""
+    if resume is None:
+        return
+    path, saved, step = resume
+    for k in sorted(vars(args).keys() - RESUMABLE):
+        if saved.get(k) != getattr(args, k):
+            fail(f"cannot resume from {path}: it was trained with --{k.replace('_', '-')} {saved.get(k)}, not {getattr(args, k)}")
+    if args.total_steps < step and not (args.generate or args.evaluate):
+        fail(f"cannot resume from {path}: --total-steps {args.total_steps} is below its step {step}")
+
+
+def exit_if_finished(args):
+    """Resuming a run already at --total-steps has nothing to train: one line, exit 0, no file of the run changed."""
+    path = newest_checkpoint(args) if args.resume == "auto" else args.resume
+    if path and not (args.generate or args.evaluate):
+        step = read_checkpoint(path, mmap=True)["counters"][0]
+        if step == args.total_steps:
+            print(f"{path} is already at step {step} of {step}: nothing to train (--total-steps N > {step} continues it)")
+            sys.exit(0)
 
 
 def load_checkpoint(args, models, optimizers):
-    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None).
-    When training continues, metrics logged after the checkpoint's step are dropped (they will be logged again)."""
+    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None)."""
     path = Path(args.resume) if args.resume != "auto" else newest_checkpoint(args)
     if path is None:
         print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
         return None, None
     try:
         ckpt = read_checkpoint(path)
-        for k in vars(args).keys() - RESUMABLE:
-            if ckpt["args"].get(k) != getattr(args, k):
-                raise ValueError(f"it was trained with --{k.replace('_', '-')} {ckpt['args'].get(k)}, not {getattr(args, k)}")
         for group, modules in (("models", models), ("optimizers", optimizers)):
             for name, module in modules.items():
                 module.load_state_dict(ckpt[group][name])
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     if not (args.generate or args.evaluate):
-        metrics = path.parent / "metrics.jsonl"
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= ckpt["counters"][0]))
         print(f"resuming {path} at step {ckpt['counters'][0]}")
     return ckpt, path.parent
 
@@ -494,6 +564,8 @@ def new_run_dir(args):
             return run_dir
         except FileExistsError:
             continue
+        except OSError as e:  # --out-dir is a file, not writable, ...
+            fail(f"cannot create a run directory under {args.out_dir}: {e.strerror or e}")
     fail(f"cannot create a run directory under {args.out_dir}")
 
 
@@ -532,8 +604,9 @@ def stop_if_non_finite(bad, names, run_dir, saved_step):
 
 
 @torch.no_grad()
-def generate(G, n, args, device, batch_size=50):
-    """n samples of G in eval mode, batch by batch, from noise seeded by --seed alone: the same images each call."""
+def generate(G, n, args, device, batch_size=500):
+    """n samples of G in eval mode, batch by batch, from noise seeded by --seed alone: the same images each call (the
+    same for --generate, --evaluate and the classifier metrics: the noise depends on the batch size, so it is one)."""
     noise = torch.Generator().manual_seed(args.seed)
     G.eval()
     for start in range(0, n, batch_size):
@@ -554,10 +627,12 @@ def progress(label, n):
 
 def use_checkpoint(args, G, dataset, ckpt, run_dir, device):
     """--generate N: N samples as 8-bit PNGs (rounded as fid.to_uint8) in a new folder; --evaluate N: FID and IS of
-    N samples against N training images. No training; returns what it measured."""
-    result = {"checkpoint": str(run_dir / "checkpoint.pt"), "step": ckpt["counters"][0]}
+    N samples against N training images, and on mnist / stacked-mnist the classifier metrics of the same N samples,
+    written to evaluate_step<S>.json in the run directory. No training; returns what it measured."""
+    step = ckpt["counters"][0]
+    result = {"checkpoint": str(run_dir / "checkpoint.pt"), "step": step}
     if args.generate:
-        out = Path(args.generate_dir or run_dir / f"generated_step{ckpt['counters'][0]:07d}_n{args.generate}")
+        out = Path(args.generate_dir or run_dir / f"generated_step{step:07d}_n{args.generate}")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             fail(f"{out} exists and is not an empty folder; not overwriting it (choose --generate-dir)")
         try:
@@ -579,16 +654,23 @@ def use_checkpoint(args, G, dataset, ckpt, run_dir, device):
         ref_stats = fid.reference_statistics(dataset, reference_name(args), "train", args.image_size, inception,
                                              Path(args.out_dir) / "fid_stats", n=args.evaluate, device=device,
                                              num_workers=args.num_workers)
-        samples = generate(G, args.evaluate, args, device)
-        scores = fid.fid_from_generator(lambda _: next(samples), args.evaluate, ref_stats, inception, device=device,
+        samples = (chunk for images in generate(G, args.evaluate, args, device) for chunk in images.split(50))
+        scores = fid.fid_from_generator(samples, args.evaluate, ref_stats, inception, device=device,
                                         progress=progress("evaluating", args.evaluate))
         result |= scores
-        print(f"FID {scores['fid']:.4f} | IS {scores['is_mean']:.4f} +/- {scores['is_std']:.4f} ({args.evaluate} samples, step {result['step']})")
+        print(f"FID {scores['fid']:.4f} | IS {scores['is_mean']:.4f} +/- {scores['is_std']:.4f} ({args.evaluate} samples, step {step})")
     classifier = classifier_setup(args, device) if args.evaluate else None
     if classifier:
-        result |= classifier_metrics(classifier, G, args, device)
+        result |= classifier_metrics(classifier, G, args, device, args.evaluate)
         print(" | ".join(f"{k} {v:.4f}" for k, v in result.items() if k in ("modes", "modes_kl", "classifier_fd", "class_kl"))
-              + f" ({args.classifier_samples} samples, step {result['step']})")
+              + f" ({args.evaluate} samples, step {step})")
+    if args.evaluate:
+        path = run_dir / f"evaluate_step{step:07d}_n{args.evaluate}.json"
+        try:
+            path.write_text(json.dumps(result | {"samples": args.evaluate}, indent=2))
+        except OSError as e:
+            fail(f"cannot write {path}: {e.strerror or e}", code=1)
+        print(f"written to {path}")
     return result
 
 
@@ -606,12 +688,12 @@ def classifier_setup(args, device):
     return model, reference
 
 
-def classifier_metrics(classifier, G, args, device):
-    """Stacked MNIST: modes covered and their KL to uniform; MNIST: classifier FD and class KL (fid.py), of
-    --classifier-samples samples of G, rounded to 8 bits as saved images and seen at the classifier's 32x32."""
+def classifier_metrics(classifier, G, args, device, n=None):
+    """Stacked MNIST: modes covered and their KL to uniform; MNIST: classifier FD and class KL (fid.py), of n samples
+    of G (default --classifier-samples), rounded to 8 bits as saved images and seen at the classifier's 32x32."""
     model, reference = classifier
     images = torch.cat([fid.to_uint8(nn.functional.interpolate(x, size=32, mode="bilinear", antialias=True) if x.shape[-1] != 32 else x).cpu()
-                        for x in generate(G, args.classifier_samples, args, device, batch_size=500)])
+                        for x in generate(G, n or args.classifier_samples, args, device)])
     G.train()
     return fid.stacked_mnist_modes(model, images) if args.dataset == "stacked-mnist" else fid.mnist_quality(model, images, reference)
 
@@ -623,6 +705,7 @@ def reference_name(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    exit_if_finished(args)
     device = pick_device(args.device)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -632,7 +715,7 @@ def main(argv=None):
     dataset = make_dataset(args)
     if len(dataset) < args.batch_size:
         fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
-    channels = dataset[0][0].shape[0]
+    channels = image_at(dataset, 0, args).shape[0]
 
     # ALGO LOGIC: networks and optimizers (G first, then D: the same seed gives the same initial weights)
     generator, critic = NETWORKS[args.arch]
@@ -652,10 +735,11 @@ def main(argv=None):
             fail(f"no checkpoint to use under {args.out_dir}/ (--resume auto)")
         return use_checkpoint(args, G_sample, dataset, ckpt, run_dir, device)
     step, batches_used, best_fid, last_fid = (ckpt or {}).get("counters", (0, 0, None, None))
+    wall_before = (ckpt or {}).get("wall_time", 0.0)  # seconds of the run's earlier parts
     start_rng = ckpt["rng"] if ckpt else rng_state()
-    run_dir = run_dir or new_run_dir(args)
-    (run_dir / "samples").mkdir(exist_ok=True)
-    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    # everything the run needs is checked before anything is written: a failed start leaves nothing behind
+    images = load_images(dataset, args)
+    images = images if images is None else images.to(device)
     if args.eval_every and args.fid:
         try:
             inception = fid.load_inception(args.fid_weights, device)
@@ -669,10 +753,22 @@ def main(argv=None):
             import wandb
         except ImportError:
             fail("--track needs wandb: pip install wandb")
+    run_dir, new = (run_dir, False) if run_dir else (new_run_dir(args), True)
+    try:
+        metrics = run_dir / "metrics.jsonl"  # on resume, lines after the checkpoint's step are logged again
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= step))
+        metrics_file = open(metrics, "a")
+        (run_dir / "samples").mkdir(exist_ok=True)
+        (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    except OSError as e:
+        if new:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        fail(f"cannot write to {run_dir}: {e.strerror or e}")
+    if args.track:
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
                    dir=str(run_dir), sync_tensorboard=True)
     writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
     fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
     ema = "_ema" if args.ema_decay else ""  # metrics of the EMA generator say so in their names
     saved_step, interrupted, values, stats, bad = (step if ckpt else None), [], {}, {}, None
@@ -680,10 +776,15 @@ def main(argv=None):
     def checkpoint():
         nonlocal saved_step
         stop_if_non_finite(bad, stats, run_dir, saved_step)  # never save weights that a non-finite step has touched
-        save_checkpoint(run_dir / "checkpoint.pt", {
-            "counters": (step, batches_used, best_fid, last_fid), "args": vars(args), "rng": rng_state(),
-            "models": {k: m.state_dict() for k, m in models.items()},
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()}})
+        try:
+            save_checkpoint(run_dir / "checkpoint.pt", {
+                "counters": (step, batches_used, best_fid, last_fid), "args": vars(args), "rng": rng_state(),
+                "wall_time": wall_before + time.time() - start_time,
+                "models": {k: m.state_dict() for k, m in models.items()},
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()}})
+        except OSError as e:
+            kept = f"the last one is of step {saved_step}" if saved_step else "none was written"
+            fail(f"cannot write {run_dir / 'checkpoint.pt'}: {e.strerror or e}; {kept}", code=1)
         saved_step = step
 
     def on_sigint(*_):
@@ -693,8 +794,6 @@ def main(argv=None):
         print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    images = load_images(dataset, args)
-    images = images if images is None else images.to(device)
     batches = infinite_batches(dataset, images, args, device, start=batches_used)
     set_rng_state(start_rng)  # whatever the setup drew (Inception init, ...), training noise starts here
     start_time = last_log_time = time.time()
@@ -778,7 +877,7 @@ def main(argv=None):
             wandb.finish()
 
     summary = {"run_dir": str(run_dir), "step": step, **values, "fid": last_fid, "best_fid": best_fid,
-               "fid_of": "G_ema" if ema else "G", "wall_time": time.time() - start_time}
+               "fid_of": "G_ema" if ema else "G", "wall_time": wall_before + time.time() - start_time}  # all parts
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if interrupted:
         print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}", file=sys.stderr)

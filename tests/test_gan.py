@@ -185,7 +185,8 @@ def test_bad_arguments(args, expected, capsys):
 
 def test_missing_data_offline(tmp_path, capsys):
     check_bad_input(gan.main, ["--dataset", "mnist", "--data-root", str(tmp_path), "--no-download"], capsys,
-                    "mnist", str(tmp_path), "Put the files there")
+                    "mnist", str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"), "--data-root", "--download")
+    assert not (tmp_path / "MNIST").exists()  # nothing left behind
 
 
 def test_bad_checkpoints(data_root, tmp_path, capsys):
