@@ -20,12 +20,13 @@ The toy experiments of the papers in one CPU-friendly script. Each `--method` is
     wgan-gp   L_D = D(G(z)) - D(x) + lambda E[(|grad D(x^)| - 1)^2], L_G = -D(G(z)), 5 critic steps  Gulrajani et
               al. 2017 eq. (3), https://arxiv.org/abs/1704.00028
 
-Default setting, one for every method so that they are paired runs from the same weights that differ only in the
-method (SETTING): G z -> 128 -> 128 -> 128 -> d and D d -> 128 -> 128 -> 128 -> 1, tanh, orthogonal init (gain 1.4;
-Metz et al.'s notebook, with a third layer that removes most samples stranded between modes), z-dim 256, batch
-512, Adam lr 2e-3 betas (0.5, 0.999) for G, D and the lens (beta1 0.5 as every reference toy code), the lr decayed
-linearly to 0 over the second half of the run, 2,000 generator steps. --preset NAME runs a paper's own toy
-experiment instead, with that paper's settings (PRESETS; docs/toy2d.md lists their sources).
+Default setting (--setting collapse), one for every method so that they are paired runs from the same weights that
+differ only in the method (SETTINGS): G z -> 128 -> 128 -> d and D d -> 128 -> 128 -> 1 with ReLU, PyTorch's default
+init, z-dim 256, batch 512, Adam lr 1e-3 (G) and 1e-4 (D), betas (0.5, 0.999), constant, 3,000 generator steps: the
+networks and learning rates of Metz et al.'s notebook, where with ReLU the plain GAN collapses onto one mode and
+hops between modes. --setting tuned: 3 tanh layers, orthogonal init, lr 2e-3 decayed over the second half, 2,000
+steps, where every method is sharp on ring8. --preset NAME runs a paper's own toy experiment instead, with that
+paper's settings (PRESETS; docs/toy2d.md lists their sources).
 Metrics (VEEGAN / PacGAN protocol) on 2,500 samples: modes captured, % high-quality samples (within 3 std of the
 nearest mean), reverse KL of the nearest-mode histogram to the uniform one.
 
@@ -59,11 +60,19 @@ PLOT_SAMPLES = 1000
 SNAPSHOTS = 5  # columns of generated samples per method in the figure
 SCORE_SAMPLES = 100  # real points per mode for the mean D score (the aw paper's Fig. 6, second row)
 
-# The default setting, shared by every method (the numbers behind it: docs/toy2d.md). n_critic is the method's:
-# WGAN-GP's Algorithm 1 takes 5 critic steps, the others 1.
-SETTING = dict(layers=3, width=128, activation="tanh", init="orthogonal", z_dim=256, batch_size=512, steps=2000,
-               lr_g=2e-3, lr_d=2e-3, beta1=0.5, beta2=0.999, lr_decay_start=0.5, gamma=0.1, reg_g_loss="ns",
-               unroll_steps=5, gp_lambda=0.1, lens_k=0, eval_every=0)
+# --setting: one setting shared by every method, so that runs are paired (the numbers behind them: docs/toy2d.md).
+# collapse (the default): Metz et al.'s notebook networks and learning rates with ReLU hidden units; the plain GAN
+# collapses onto one mode and hops between modes (ReLU is the cause: with tanh it does not collapse, with either
+# init and either lr ratio it does), so the figure shows what each method does about it.
+# tuned: 3 tanh layers, orthogonal init, lr 2e-3 decayed over the second half: every method sharp on ring8.
+# n_critic is the method's: WGAN-GP's Algorithm 1 takes 5 critic steps, the others 1.
+METHOD_DEFAULTS = dict(gamma=0.1, reg_g_loss="ns", unroll_steps=5, gp_lambda=0.1, lens_k=0, eval_every=0)
+SETTINGS = {
+    "collapse": dict(layers=2, width=128, activation="relu", init="default", z_dim=256, batch_size=512, steps=3000,
+                     lr_g=1e-3, lr_d=1e-4, beta1=0.5, beta2=0.999, lr_decay_start=1.0, **METHOD_DEFAULTS),
+    "tuned": dict(layers=3, width=128, activation="tanh", init="orthogonal", z_dim=256, batch_size=512, steps=2000,
+                  lr_g=2e-3, lr_d=2e-3, beta1=0.5, beta2=0.999, lr_decay_start=0.5, **METHOD_DEFAULTS),
+}
 N_CRITIC = {"wgan-gp": 5}
 
 # --preset NAME: a paper's toy experiment with that paper's settings; runs are (row label, method, overrides)
@@ -96,6 +105,8 @@ PRESETS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default=None, choices=tuple(PRESETS), help="a paper's toy experiment with its own settings (PRESETS)")
+    p.add_argument("--setting", default="collapse", choices=tuple(SETTINGS),
+                   help="the setting every method shares (SETTINGS): collapse, where the plain GAN collapses; tuned")
     p.add_argument("--method", default="all", choices=METHODS + ("all",), help="training method (all: every one, paired runs)")
     p.add_argument("--dataset", nargs="+", default=["ring8"], choices=tuple(MIXTURES), help="Gaussian mixture(s) (SPEC §4)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one training run per seed; mean and std over them")
@@ -126,8 +137,12 @@ def parse_args(argv=None):
     p.error = fail  # one error line instead of argparse's usage dump
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset")
-    preset = PRESETS.get(pre.parse_known_args(argv)[0].preset)
-    p.set_defaults(**{**SETTING, **(preset["settings"] if preset else {})})  # explicit flags still win
+    pre.add_argument("--setting", default="collapse")
+    known = pre.parse_known_args(argv)[0]
+    preset = PRESETS.get(known.preset)
+    if preset and "--setting" in " ".join(argv or sys.argv[1:]):
+        fail(f"--setting would be ignored: --preset {known.preset} has its own settings")
+    p.set_defaults(**{**SETTINGS.get(known.setting, {}), **(preset["settings"] if preset else {})})  # explicit flags still win
     if preset:
         p.set_defaults(dataset=preset["datasets"])
     args = p.parse_args(argv)
@@ -581,6 +596,8 @@ def new_run_dir(args):
             return run_dir
         except FileExistsError:
             continue
+        except OSError as e:  # --out-dir is a file, not writable, ...
+            fail(f"cannot create a run directory under {args.out_dir}: {e.strerror or e}")
     fail(f"cannot create a run directory under {args.out_dir}")
 
 

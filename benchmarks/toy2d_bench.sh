@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # toy2d benchmark: every method on ring8 and grid25 over 5 seeds (one command, 2 processes of one thread each),
 # then a markdown table with the published numbers beside ours (docs/toy2d.md, README).
-# Usage: bash benchmarks/toy2d_bench.sh [OUT_DIR]   (from the repository root)
+# Usage: bash benchmarks/toy2d_bench.sh [OUT_DIR [toy2d flags, e.g. --setting tuned]]   (from the repository root)
 set -euo pipefail
 out=${1:-runs/toy2d_bench}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 mkdir -p "$out"
-python toy2d.py --method all --dataset ring8 grid25 --seeds 1 2 3 4 5 --jobs 2 --out-dir "$out" > "$out/bench.log"
+python toy2d.py --method all --dataset ring8 grid25 --seeds 1 2 3 4 5 --jobs 2 --out-dir "$out" "${@:2}" > "$out/bench.log"
 tail -n 1 "$out/bench.log" > "$out/summary.json"
 python - "$out/summary.json" "$commit" <<'PY'
 import json, sys

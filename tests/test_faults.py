@@ -216,6 +216,13 @@ def test_help_shows_every_default(capsys):
     assert out.returncode == 2 and "--lr-d must be a finite number" in out.stderr
 
 
+def test_toy2d_out_dir_that_is_a_file(tmp_path, capsys):
+    import toy2d
+    (tmp_path / "file").write_text("x")
+    check_bad_input(toy2d.main, ["--method", "gan", "--steps", "2", "--jobs", "1", "--out-dir", str(tmp_path / "file")],
+                    capsys, "cannot create a run directory", "Not a directory")
+
+
 def test_wall_time_sums_the_parts_of_a_resumed_run(data_root, tmp_path):
     """Defect 12: summary.json's wall_time covers every part of a resumed run."""
     import gan

@@ -389,8 +389,14 @@ def test_presets_parse_to_their_documented_settings():
     assert (roth.z_dim, roth.init, roth.reg_g_loss, roth.steps, roth.dataset) == (2, "normal0.1", "mm", 7, ["ring7-3d"])
     gul = toy2d.parse_args(["--preset", "gulrajani"])
     assert (gul.layers, gul.width, gul.activation, gul.z_dim, gul.gp_lambda, gul.batch_size) == (3, 512, "relu", 2, 0.1, 256)
-    default = toy2d.parse_args([])
-    assert (default.layers, default.lr_g, default.beta1, default.lr_decay_start, default.steps) == (3, 2e-3, 0.5, 0.5, 2000)
+    default = toy2d.parse_args([])  # the collapse setting
+    assert (default.layers, default.activation, default.init, default.lr_g, default.lr_d, default.lr_decay_start,
+            default.steps) == (2, "relu", "default", 1e-3, 1e-4, 1.0, 3000)
+    tuned = toy2d.parse_args(["--setting", "tuned", "--steps", "5"])  # explicit flags still win
+    assert (tuned.layers, tuned.activation, tuned.lr_g, tuned.beta1, tuned.lr_decay_start, tuned.steps) == (3, "tanh", 2e-3, 0.5, 0.5, 5)
+    with pytest.raises(SystemExit) as exc:
+        toy2d.parse_args(["--preset", "metz", "--setting", "tuned"])  # would be ignored
+    assert exc.value.code == 2
 
 
 @pytest.mark.parametrize("preset", sorted(toy2d.PRESETS))
