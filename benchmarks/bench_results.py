@@ -314,7 +314,7 @@ def report(root, groups, figures=ROOT / "docs" / "figures"):
         if not grids:
             continue
         w, h = grids[0][1].size
-        cols = 4
+        cols = min(4, len(grids))
         sheet = Image.new("RGB", (cols * w, -(-len(grids) // cols) * (h + 14)), "white")
         for i, (label, grid) in enumerate(grids):
             x, y = i % cols * w, i // cols * (h + 14)
