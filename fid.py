@@ -632,7 +632,8 @@ def mnist_folder_metrics(folder, data_root, cache_dir, download=False):
     if images.shape[1] == 3:
         result = stacked_mnist_modes(model, images)
     else:
-        result = mnist_quality(model, images, statistics(classify(model, mnist_digits(data_root, True, download)[0])[0]))
+        reference = statistics(classify(model, mnist_digits(data_root, True, download)[0])[0])
+        result = mnist_quality(model, images, reference)
     print(" | ".join(f"{k} {v:.4f}" for k, v in result.items()) + f" ({len(images)} images)")
     return result
 

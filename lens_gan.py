@@ -88,7 +88,8 @@ def parse_args(argv=None):
     p.add_argument("--lr-d", type=float, default=1e-4, help="discriminator learning rate")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (--loss wgan-gp: 0.9)")
-    p.add_argument("--n-critic", type=int, default=1, help="discriminator updates per generator update (--loss wgan-gp: 5)")
+    p.add_argument("--n-critic", type=int, default=1,
+                   help="discriminator updates per generator update (--loss wgan-gp: 5)")
     p.add_argument("--z-dim", type=int, default=100, help="latent dimension (--loss wgan-gp: 128)")
     p.add_argument("--log-every", type=int, default=100, help="steps between metrics lines")
     p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = only at the end)")
@@ -98,7 +99,8 @@ def parse_args(argv=None):
     p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True,
                    help="FID and IS at --eval-every / --evaluate (need the Inception weights); --no-fid: the classifier metrics only (mnist family)")
     p.add_argument("--classifier-samples", type=int, default=26_000, help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (0: only the one always written at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=1000,
+                   help="steps between checkpoints (0: only the one always written at the end)")
     p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
     p.add_argument("--generate", type=int, nargs="?", const=50_000, default=None, metavar="N",
                    help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
@@ -564,7 +566,8 @@ def checkpoint_defaults(parser, argv):
         ckpt = read_checkpoint(path, mmap=True)
     except Exception as e:
         fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    parser.set_defaults(**{k: v for k, v in ckpt["args"].items() if k not in ("resume", "device", "generate", "generate_dir", "evaluate")})
+    now = ("resume", "device", "generate", "generate_dir", "evaluate")  # where to run and what to do now
+    parser.set_defaults(**{k: v for k, v in ckpt["args"].items() if k not in now})
     return path, ckpt["args"], ckpt["counters"][0]
 
 
@@ -576,7 +579,8 @@ def check_resume(args, resume):
     path, saved, step = resume
     for k in sorted(vars(args).keys() - RESUMABLE):
         if saved.get(k) != getattr(args, k):
-            fail(f"cannot resume from {path}: it was trained with --{k.replace('_', '-')} {saved.get(k)}, not {getattr(args, k)}")
+            flag = f"--{k.replace('_', '-')}"
+            fail(f"cannot resume from {path}: it was trained with {flag} {saved.get(k)}, not {getattr(args, k)}")
     if args.total_steps < step and not (args.generate or args.evaluate):
         fail(f"cannot resume from {path}: --total-steps {args.total_steps} is below its step {step}")
 
@@ -587,7 +591,8 @@ def exit_if_finished(args):
     if path and not (args.generate or args.evaluate):
         step = read_checkpoint(path, mmap=True)["counters"][0]
         if step == args.total_steps:
-            print(f"{path} is already at step {step} of {step}: nothing to train (--total-steps N > {step} continues it)")
+            print(f"{path} is already at step {step} of {step}: nothing to train "
+                  f"(--total-steps N > {step} continues it)")
             sys.exit(0)
 
 
@@ -712,7 +717,8 @@ def use_checkpoint(args, G, dataset, ckpt, run_dir, device):
         scores = fid.fid_from_generator(samples, args.evaluate, ref_stats, inception, device=device,
                                         progress=progress("evaluating", args.evaluate))
         result |= scores
-        print(f"FID {scores['fid']:.4f} | IS {scores['is_mean']:.4f} +/- {scores['is_std']:.4f} ({args.evaluate} samples, step {step})")
+        print(f"FID {scores['fid']:.4f} | IS {scores['is_mean']:.4f} +/- {scores['is_std']:.4f} "
+              f"({args.evaluate} samples, step {step})")
     classifier = classifier_setup(args, device) if args.evaluate else None
     if classifier:
         result |= classifier_metrics(classifier, G, args, device, args.evaluate)
@@ -791,8 +797,9 @@ def main(argv=None):
         lens = lens.to(device)
         models["lens"] = lens
         optimizers["lens"] = torch.optim.Adam(lens.parameters(), lr=args.lr_lens, betas=(args.beta1, args.beta2))
-        spread = torch.linspace(0, len(dataset) - 1, min(64, len(dataset))).long().tolist()  # folders are sorted by class
-        fixed_real = to_model_range(torch.stack([image_at(dataset, i, args) for i in spread])).to(device)  # for L(x) grids
+        # real images for the L(x) grids, spread over the dataset (a folder is sorted by class)
+        spread = torch.linspace(0, len(dataset) - 1, min(64, len(dataset))).long().tolist()
+        fixed_real = to_model_range(torch.stack([image_at(dataset, i, args) for i in spread])).to(device)
 
     # TRY NOT TO MODIFY: the EMA generator, resume or use a checkpoint, start a run, logging, FID setup
     if args.ema_decay:  # samples and FID come from the average of G's weights

@@ -142,7 +142,8 @@ def parse_args(argv=None):
     preset = PRESETS.get(known.preset)
     if preset and "--setting" in " ".join(argv or sys.argv[1:]):
         fail(f"--setting would be ignored: --preset {known.preset} has its own settings")
-    p.set_defaults(**{**SETTINGS.get(known.setting, {}), **(preset["settings"] if preset else {})})  # explicit flags still win
+    settings = {**SETTINGS.get(known.setting, {}), **(preset["settings"] if preset else {})}
+    p.set_defaults(**settings)  # explicit flags still win
     if preset:
         p.set_defaults(dataset=preset["datasets"])
     args = p.parse_args(argv)

@@ -12,6 +12,7 @@ finished run's args.json, metrics.jsonl and summary.json (and bench.json: wall t
 docs/results/runs/<group>/<arm>/<seed>/, committed: the report reads nothing else, so the benchmark can run in parts
 on several machines (--keep-from copies finished runs of another runs folder, with seed 1's last sample grid).
 """
+
 import argparse
 import json
 import math
@@ -29,6 +30,7 @@ import scipy.stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import fid  # noqa: E402
+
 STEPS = 2000  # generator steps of a run, unless STEPS_OF says otherwise
 WIDTH = ["--ngf", "32", "--ndf", "32"]  # DCGAN at half width: ~3x faster than 64 here
 MNIST = ["--dataset", "mnist", "--classifier-samples", "10000"]
@@ -38,24 +40,46 @@ FIVE, THREE = (1, 2, 3, 4, 5), (1, 2, 3)
 GROUPS = {
     # Metz et al. Table 2, the row with D at 1/4 of G's width, where the GAN collapses (30.6 modes at K = 0, 236.4 at
     # K = 5, 327.2 at K = 10); the non-saturating loss: with --loss mm D wins outright at this scale (docs/results.md)
-    "unrolled": ("unrolled_gan.py", STACKED + ["--loss", "gan", "--ngf", "32", "--ndf", "8"],
-                 {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]},
-                 FIVE, "Metz et al. Table 2 (D 1/4 of G)"),
-    # Sajjadi et al. Sec. 4.1 / Fig. 4: LSGAN on MNIST mostly fails without the lens; the paper's lens (32 channels), K = half
-    # the run so that the lens acts for 1,000 steps and training goes on for 1,000 after it
-    "lens-lsgan": ("lens_gan.py", MNIST + WIDTH + ["--loss", "lsgan"],
-                   {"no-lens": ["--no-lens"], "lens": ["--lens-channels", "32", "--lens-k", str(STEPS // 2)]},
-                   THREE, "Sajjadi et al. Sec. 4.1, Fig. 4 (LSGAN)"),
-    "lens-gan": ("lens_gan.py", MNIST + WIDTH + ["--loss", "gan"],
-                 {"no-lens": ["--no-lens"], "lens": ["--lens-channels", "32", "--lens-k", str(STEPS // 2)]},
-                 THREE, "Sajjadi et al. Sec. 4.1, Fig. 4 (GAN)"),
+    "unrolled": (
+        "unrolled_gan.py",
+        STACKED + ["--loss", "gan", "--ngf", "32", "--ndf", "8"],
+        {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]},
+        FIVE,
+        "Metz et al. Table 2 (D 1/4 of G)",
+    ),
+    # Sajjadi et al. Sec. 4.1 / Fig. 4: LSGAN on MNIST mostly fails without the lens; the paper's lens (32 channels),
+    # K = half the run, so that the lens acts for 1,000 steps and training goes on for 1,000 after it
+    "lens-lsgan": (
+        "lens_gan.py",
+        MNIST + WIDTH + ["--loss", "lsgan"],
+        {"no-lens": ["--no-lens"], "lens": ["--lens-channels", "32", "--lens-k", str(STEPS // 2)]},
+        THREE,
+        "Sajjadi et al. Sec. 4.1, Fig. 4 (LSGAN)",
+    ),
+    "lens-gan": (
+        "lens_gan.py",
+        MNIST + WIDTH + ["--loss", "gan"],
+        {"no-lens": ["--no-lens"], "lens": ["--lens-channels", "32", "--lens-k", str(STEPS // 2)]},
+        THREE,
+        "Sajjadi et al. Sec. 4.1, Fig. 4 (GAN)",
+    ),
     # Roth et al. Fig. 2 (MNIST, constant gamma = 0.1 on inputs in [0, 1], i.e. 0.4 here: docs/reg_gan.md)
-    "reg": ("reg_gan.py", MNIST + WIDTH + ["--no-anneal"], {"gamma0": ["--gamma", "0"], "gamma0.4": ["--gamma", "0.4"]},
-            FIVE, "Roth et al. Fig. 2"),
+    "reg": (
+        "reg_gan.py",
+        MNIST + WIDTH + ["--no-anneal"],
+        {"gamma0": ["--gamma", "0"], "gamma0.4": ["--gamma", "0.4"]},
+        FIVE,
+        "Roth et al. Fig. 2",
+    ),
     # Zadorozhnyy et al. Table 2 trains SN-GAN (sngan.pytorch's standard CNN on CIFAR-10) with n_dis = 5, G batch 128,
     # Adam 2e-4 (0, 0.9), linear decay: aw_gan.py's defaults; no EMA, like every other arm here
-    "aw": ("aw_gan.py", MNIST + WIDTH + ["--arch", "cnn", "--ema-decay", "0", "--n-critic", "5"],
-           {"no-aw": ["--no-aw"], "aw": []}, THREE, "Zadorozhnyy et al. Table 2 (SN-GAN, n_dis 5)"),
+    "aw": (
+        "aw_gan.py",
+        MNIST + WIDTH + ["--arch", "cnn", "--ema-decay", "0", "--n-critic", "5"],
+        {"no-aw": ["--no-aw"], "aw": []},
+        THREE,
+        "Zadorozhnyy et al. Table 2 (SN-GAN, n_dis 5)",
+    ),
     "references": ("gan.py", MNIST + WIDTH, {"gan": []}, FIVE, "DCGAN"),
     "references-wgan-gp": ("wgan_gp.py", MNIST + WIDTH, {"wgan-gp": []}, THREE, "Gulrajani et al."),
 }
@@ -91,7 +115,11 @@ def run_dir(out, group, arm, seed, flags):
     found = sorted(Path(out).glob(f"{dataset}__{exp}__{seed}__*"), key=lambda d: d.stat().st_mtime)
     run = found[-1] if found else None
     summary = run / "summary.json" if run else None
-    return exp, run, bool(summary and summary.exists() and json.loads(summary.read_text())["step"] == STEPS_OF.get(group, STEPS))
+    return (
+        exp,
+        run,
+        bool(summary and summary.exists() and json.loads(summary.read_text())["step"] == STEPS_OF.get(group, STEPS)),
+    )
 
 
 def train(out, data_root, group, arm, seed, script, flags):
@@ -101,10 +129,32 @@ def train(out, data_root, group, arm, seed, script, flags):
     steps = STEPS_OF.get(group, STEPS)
     if kept(group, arm, seed):
         return f"{exp} seed {seed}: kept before"
-    cmd = [script, *flags, "--exp-name", exp, "--seed", str(seed), "--data-root", data_root,
-           "--out-dir", out, "--download" if data_root == "data" else "--no-download", "--num-workers", "0",
-           "--total-steps", str(steps), "--eval-every", str(steps // 4), "--no-fid", "--log-every", "100",
-           "--sample-every", str(steps // 4), "--checkpoint-every", str(min(500, steps // 4))]
+    cmd = [
+        script,
+        *flags,
+        "--exp-name",
+        exp,
+        "--seed",
+        str(seed),
+        "--data-root",
+        data_root,
+        "--out-dir",
+        out,
+        "--download" if data_root == "data" else "--no-download",
+        "--num-workers",
+        "0",
+        "--total-steps",
+        str(steps),
+        "--eval-every",
+        str(steps // 4),
+        "--no-fid",
+        "--log-every",
+        "100",
+        "--sample-every",
+        str(steps // 4),
+        "--checkpoint-every",
+        str(min(500, steps // 4)),
+    ]
     if found and (found / "checkpoint.pt").exists():
         cmd += ["--resume", "auto"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -122,9 +172,17 @@ def train(out, data_root, group, arm, seed, script, flags):
     dest.mkdir(parents=True, exist_ok=True)
     for name in KEEP:
         shutil.copyfile(run / name, dest / name)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    bench = {"wall_s": round(seconds, 1), "resumed": "--resume" in cmd, "commit": commit, "threads": 1,
-             "command": " ".join(["python", *cmd]), "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    bench = {
+        "wall_s": round(seconds, 1),
+        "resumed": "--resume" in cmd,
+        "commit": commit,
+        "threads": 1,
+        "command": " ".join(["python", *cmd]),
+        "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
     (dest / "bench.json").write_text(json.dumps(bench, indent=1) + "\n")
     return exp, seed, seconds
 
@@ -137,11 +195,16 @@ def main():
     p.add_argument("--only", nargs="+", choices=tuple(GROUPS), default=tuple(GROUPS))
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (default: each arm's own)")
     p.add_argument("--report", action="store_true", help="no training: tables and figures of the kept runs")
-    p.add_argument("--keep-from", default=None, help="no training: copy the finished runs of this runs folder into the kept runs")
+    p.add_argument(
+        "--keep-from", default=None, help="no training: copy the finished runs of this runs folder into the kept runs"
+    )
     args = p.parse_args()
     out = Path(args.out_dir)
     if args.report:
-        print("MNIST classifier floor (10,000 images against the training digits' statistics)\n\n| images | classifier_fd | class_kl |\n|---|---|---|")
+        print(
+            "MNIST classifier floor (10,000 images against the training digits' statistics)\n\n"
+            "| images | classifier_fd | class_kl |\n|---|---|---|"
+        )
         floor(out, args.data_root)
         return report(KEPT, args.only)
     if args.keep_from:
@@ -159,15 +222,22 @@ def main():
                 print(result, flush=True)
                 continue
             exp, seed, seconds = result
-            print(f"{exp} seed {seed}: {seconds / 60:.1f} min ({(time.time() - start) / 60:.0f} min so far)", flush=True)
+            print(
+                f"{exp} seed {seed}: {seconds / 60:.1f} min ({(time.time() - start) / 60:.0f} min so far)", flush=True
+            )
     print(f"all runs done in {(time.time() - start) / 60:.1f} min", flush=True)
 
 
 def cost(r):
     """Relative cost of a run (steps/s measured on this 2-core machine, two runs at a time)."""
     group, arm, seed, script, flags = r
-    sps = {"unrolled_gan.py": {"K0": 15, "K5": 4.4}.get(arm, 2.5), "lens_gan.py": 10 if "--no-lens" in flags else 1.0,
-           "reg_gan.py": 8.8, "gan.py": 15, "aw_gan.py": 0.4}.get(script, 1.8)
+    sps = {
+        "unrolled_gan.py": {"K0": 15, "K5": 4.4}.get(arm, 2.5),
+        "lens_gan.py": 10 if "--no-lens" in flags else 1.0,
+        "reg_gan.py": 8.8,
+        "gan.py": 15,
+        "aw_gan.py": 0.4,
+    }.get(script, 1.8)
     return STEPS_OF.get(group, STEPS) / sps
 
 
@@ -212,11 +282,17 @@ def collect(root, groups):
         if run is None:
             continue
         dataset = flags[flags.index("--dataset") + 1]
-        entry = found.setdefault(dataset, {}).setdefault((group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None})
+        entry = found.setdefault(dataset, {}).setdefault(
+            (group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None}
+        )
         entry["seeds"].append(seed)
         entry["evals"].append(evaluations(run))
         bench = run / "bench.json"
-        wall = json.loads(bench.read_text())["wall_s"] if bench.exists() else json.loads((run / "summary.json").read_text())["wall_time"]
+        wall = (
+            json.loads(bench.read_text())["wall_s"]
+            if bench.exists()
+            else json.loads((run / "summary.json").read_text())["wall_time"]
+        )
         entry["wall"].append(wall)
         entry["grid"] = entry["grid"] or (run / "samples.png" if (run / "samples.png").exists() else None)
     return found
@@ -231,26 +307,43 @@ def verdict(baseline, method, higher_is_better):
     d = np.array([(method[s] - baseline[s]) * (1 if higher_is_better else -1) for s in seeds], dtype=float)
     n = len(d)
     if n < 2:
-        return {"seeds": seeds, "k": int((d > 0).sum()), "n": n, "mean": float(d.mean()) if n else math.nan,
-                "low": math.nan, "high": math.nan, "verdict": "too few seeds"}
+        return {
+            "seeds": seeds,
+            "k": int((d > 0).sum()),
+            "n": n,
+            "mean": float(d.mean()) if n else math.nan,
+            "low": math.nan,
+            "high": math.nan,
+            "verdict": "too few seeds",
+        }
     half = scipy.stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
     low, high = d.mean() - half, d.mean() + half
     word = "better" if low > 0 else "worse" if high < 0 else "not established at this scale"
-    return {"seeds": seeds, "k": int((d > 0).sum()), "n": n, "mean": float(d.mean()), "low": float(low),
-            "high": float(high), "verdict": word}
+    return {
+        "seeds": seeds,
+        "k": int((d > 0).sum()),
+        "n": n,
+        "mean": float(d.mean()),
+        "low": float(low),
+        "high": float(high),
+        "verdict": word,
+    }
 
 
 def floor(out, data_root):
     """What real digits score: the official test digits against the training digits' statistics (as a run's samples
     are), both 10,000; and, for scale, uniform noise."""
     import torch
+
     model, _ = fid.mnist_classifier(data_root, out / "fid_stats", download=False)
     train = fid.mnist_digits(data_root, True)[0]
     reference = fid.statistics(fid.classify(model, train)[0])
     test = fid.mnist_digits(data_root, False)[0]
     noise = torch.randint(0, 256, test.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     for name, images in (("test digits", test[:10_000]), ("uniform noise", noise)):
-        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in fid.mnist_quality(model, images, reference).values()) + " |")
+        print(
+            f"| {name} | " + " | ".join(f"{v:.4f}" for v in fid.mnist_quality(model, images, reference).values()) + " |"
+        )
 
 
 def report(root, groups, figures=ROOT / "docs" / "figures"):
@@ -258,9 +351,11 @@ def report(root, groups, figures=ROOT / "docs" / "figures"):
     std over seeds, minutes per run; per pair: the verdict on the first metric at the last evaluation and the per-seed
     values); figures of the metrics over training (paired arms in one panel) and of one sample grid per arm (seed 1)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image, ImageDraw
+
     for dataset, arms in collect(root, groups).items():
         names = METRICS[dataset]
         print(f"\n### {dataset}\n")
@@ -269,23 +364,39 @@ def report(root, groups, figures=ROOT / "docs" / "figures"):
         for (group, arm), r in arms.items():
             cells = []
             for m, best in names:
-                cells += [mean_std([e[-1][m] for e in r["evals"]]), mean_std([best(x[m] for x in e) for e in r["evals"]])]
-            print(f"| {group} | {arm} | {len(r['seeds'])} | " + " | ".join(cells) + f" | {np.mean(r['wall']) / 60:.1f} |")
+                cells += [
+                    mean_std([e[-1][m] for e in r["evals"]]),
+                    mean_std([best(x[m] for x in e) for e in r["evals"]]),
+                ]
+            print(
+                f"| {group} | {arm} | {len(r['seeds'])} | " + " | ".join(cells) + f" | {np.mean(r['wall']) / 60:.1f} |"
+            )
         metric, best = names[0]
-        print(f"\n#### {dataset}: verdicts on {metric} at the last evaluation (paired seeds; improvement = "
-              f"{'method - baseline' if best is max else 'baseline - method'}, 95 % t interval)\n")
-        print("| group | method vs baseline | better on | mean improvement | 95 % interval | verdict | per seed (baseline → method) |")
+        print(
+            f"\n#### {dataset}: verdicts on {metric} at the last evaluation (paired seeds; improvement = "
+            f"{'method - baseline' if best is max else 'baseline - method'}, 95 % t interval)\n"
+        )
+        print(
+            "| group | method vs baseline | better on | mean improvement | 95 % interval | verdict "
+            "| per seed (baseline → method) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for group in dict.fromkeys(g for g, _ in arms):
             base_arm = next(iter(GROUPS[group][2]))
             if (group, base_arm) not in arms:
                 continue
-            finals = {a: dict(zip(r["seeds"], (e[-1][metric] for e in r["evals"]))) for (g, a), r in arms.items() if g == group}
+            finals = {
+                a: dict(zip(r["seeds"], (e[-1][metric] for e in r["evals"])))
+                for (g, a), r in arms.items()
+                if g == group
+            }
             for arm in [a for a in finals if a != base_arm]:
                 v = verdict(finals[base_arm], finals[arm], best is max)
                 pairs = ", ".join(f"{s}: {finals[base_arm][s]:.0f} → {finals[arm][s]:.0f}" for s in v["seeds"])
-                print(f"| {group} | {arm} vs {base_arm} | {v['k']} of {v['n']} | {v['mean']:.1f} | "
-                      f"[{v['low']:.1f}, {v['high']:.1f}] | {v['verdict']} | {pairs} |")
+                print(
+                    f"| {group} | {arm} vs {base_arm} | {v['k']} of {v['n']} | {v['mean']:.1f} | "
+                    f"[{v['low']:.1f}, {v['high']:.1f}] | {v['verdict']} | {pairs} |"
+                )
         panels = list(dict.fromkeys(g for g, _ in arms))
         fig, axes = plt.subplots(len(names), len(panels), figsize=(3.2 * len(panels), 2.6 * len(names)), squeeze=False)
         for col, group in enumerate(panels):

@@ -22,6 +22,7 @@ there) and FID/IS throughput with randomly initialised Inception weights (a spee
 n is cut to fit: a 4-step calibration run per script gives its steps/s, and each script gets an equal share of what
 the budget leaves for training; scripts that no longer fit are reported as skipped, never run past the budget.
 """
+
 import argparse
 import importlib.util
 import json
@@ -39,12 +40,20 @@ sys.path.insert(0, str(ROOT))
 import fid  # noqa: E402
 
 # script, its paper's CIFAR-10 setting beyond its defaults
-SCRIPTS = {"gan.py": [], "lens_gan.py": [], "aw_gan.py": [], "reg_gan.py": ["--batch-size", "100"],
-           "unrolled_gan.py": [], "wgan_gp.py": []}
+SCRIPTS = {
+    "gan.py": [],
+    "lens_gan.py": [],
+    "aw_gan.py": [],
+    "reg_gan.py": ["--batch-size", "100"],
+    "unrolled_gan.py": [],
+    "wgan_gp.py": [],
+}
 # runs the script as __main__ and writes its process's peak GPU memory to argv[1] on exit
-PEAK = ("import atexit, json, runpy, sys, torch; out = sys.argv[1]; sys.argv = sys.argv[2:]; "
-        "atexit.register(lambda: open(out, 'w').write(json.dumps({'peak_bytes': torch.cuda.max_memory_allocated() "
-        "if torch.cuda.is_available() else None}))); runpy.run_path(sys.argv[0], run_name='__main__')")
+PEAK = (
+    "import atexit, json, runpy, sys, torch; out = sys.argv[1]; sys.argv = sys.argv[2:]; "
+    "atexit.register(lambda: open(out, 'w').write(json.dumps({'peak_bytes': torch.cuda.max_memory_allocated() "
+    "if torch.cuda.is_available() else None}))); runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 EVAL_SHARE = 0.25  # of the budget, kept for the evaluation
 
 
@@ -109,15 +118,43 @@ def data_wait(script, flags, device, sps, batches_per_step, draws=50):
 
 def check(script, extra, data_root, device, steps, work, deadline):
     """The row of one script: steps/s, data wait, peak memory, non-finite, exact resume."""
-    flags = ["--dataset", "folder", "--data-root", data_root, "--image-size", "32", "--device", device,
-             "--num-workers", "0", "--sample-every", "0", "--eval-every", "0", "--checkpoint-every", "0",
-             "--torch-deterministic", "--seed", "1", *extra]
+    flags = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        data_root,
+        "--image-size",
+        "32",
+        "--device",
+        device,
+        "--num-workers",
+        "0",
+        "--sample-every",
+        "0",
+        "--eval-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--torch-deterministic",
+        "--seed",
+        "1",
+        *extra,
+    ]
     runs = {}
     for name, total, resume in (("B", steps, False), ("A", steps // 2, False), ("A", steps, True)):
         out = work / name
         out.mkdir(exist_ok=True)
-        run_flags = [*flags, "--out-dir", str(out), "--exp-name", name, "--total-steps", str(total),
-                     "--log-every", str(max(steps // 4, 1))] + (["--resume", "auto"] if resume else [])
+        run_flags = [
+            *flags,
+            "--out-dir",
+            str(out),
+            "--exp-name",
+            name,
+            "--total-steps",
+            str(total),
+            "--log-every",
+            str(max(steps // 4, 1)),
+        ] + (["--resume", "auto"] if resume else [])
         rc, seconds, peak, last = launch(script, run_flags, out, deadline - time.time())
         if rc:
             return {"script": script, "steps": steps, "error": f"exit {rc} ({name}, step {total}): {last}"}
@@ -130,10 +167,19 @@ def check(script, extra, data_root, device, steps, work, deadline):
     counters = b_ckpt.get("counters")
     batches_used = b_ckpt["batches_used"] if "batches_used" in b_ckpt else counters[1]
     draw_s, share = data_wait(script, flags, device, sps, batches_used / steps)
-    return {"script": script, "steps": steps, "steps_per_s": round(sps, 3), "run_s": round(b_seconds, 1),
-            "batches_per_step": batches_used / steps, "batch_draw_ms": round(1000 * draw_s, 4),
-            "data_wait_share": round(share, 5), "peak_mem_mib": None if peak is None else round(peak / 2**20, 1),
-            "finite": True, "resume_metrics_identical": same_metrics, "resume_max_abs_diff": difference}
+    return {
+        "script": script,
+        "steps": steps,
+        "steps_per_s": round(sps, 3),
+        "run_s": round(b_seconds, 1),
+        "batches_per_step": batches_used / steps,
+        "batch_draw_ms": round(1000 * draw_s, 4),
+        "data_wait_share": round(share, 5),
+        "peak_mem_mib": None if peak is None else round(peak / 2**20, 1),
+        "finite": True,
+        "resume_metrics_identical": same_metrics,
+        "resume_max_abs_diff": difference,
+    }
 
 
 def evaluate(data_root, device, cache, deadline, max_images=10_000):
@@ -179,17 +225,23 @@ def evaluate(data_root, device, cache, deadline, max_images=10_000):
 
 
 def table(report):
-    lines = [f"device: {report['device']}; commit {report['commit']}; {report['date']}; budget {report['budget_s']} s, "
-             f"used {report['used_s']} s", "",
-             "| script | steps | steps/s | data wait (share of a step) | peak GPU MiB | finite | resume: metrics identical "
-             "| resume: largest tensor difference |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"device: {report['device']}; commit {report['commit']}; {report['date']}; budget {report['budget_s']} s, "
+        f"used {report['used_s']} s",
+        "",
+        "| script | steps | steps/s | data wait (share of a step) | peak GPU MiB | finite | resume: metrics identical "
+        "| resume: largest tensor difference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["scripts"]:
         if "error" in r or "skipped" in r:
             lines.append(f"| {r['script']} | {r.get('steps', '')} | {r.get('error') or r['skipped']} | | | | | |")
             continue
-        lines.append(f"| {r['script']} | {r['steps']} | {r['steps_per_s']} | {r['data_wait_share']:.2%} | "
-                     f"{r['peak_mem_mib'] if r['peak_mem_mib'] is not None else 'n/a'} | {'yes' if r['finite'] else 'no'} | "
-                     f"{'yes' if r['resume_metrics_identical'] else 'no'} | {r['resume_max_abs_diff']:.3g} |")
+        lines.append(
+            f"| {r['script']} | {r['steps']} | {r['steps_per_s']} | {r['data_wait_share']:.2%} | "
+            f"{r['peak_mem_mib'] if r['peak_mem_mib'] is not None else 'n/a'} | {'yes' if r['finite'] else 'no'} | "
+            f"{'yes' if r['resume_metrics_identical'] else 'no'} | {r['resume_max_abs_diff']:.3g} |"
+        )
     lines += ["", "| evaluation | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in report["evaluation"].items()]
     return "\n".join(lines)
 
@@ -198,8 +250,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda when present, else cpu) | cpu | cuda | cuda:N")
     p.add_argument("--budget-s", type=float, default=480, help="wall-clock budget of the whole check, in seconds")
-    p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"),
-                   help="folder with cifar10-test-jpg/ and MNIST/ (../shared/data)")
+    p.add_argument(
+        "--data-root",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="folder with cifar10-test-jpg/ and MNIST/ (../shared/data)",
+    )
     p.add_argument("--out", default="runs/gpu_check", help="where the table (gpu_check.md) and JSON go")
     p.add_argument("--scripts", nargs="+", choices=tuple(SCRIPTS), default=tuple(SCRIPTS))
     p.add_argument("--max-steps", type=int, default=400, help="the most steps of a run B")
@@ -218,9 +273,27 @@ def main(argv=None):
             share = (deadline - time.time() - EVAL_SHARE * args.budget_s) / (len(args.scripts) - i)  # of what is left
             work = Path(tmp) / Path(script).stem
             (work / "cal").mkdir(parents=True)
-            flags = ["--dataset", "folder", "--data-root", cifar, "--device", device, "--num-workers", "0",
-                     "--sample-every", "0", "--checkpoint-every", "0", "--log-every", "2", "--total-steps", "4",
-                     "--out-dir", str(work / "cal"), *SCRIPTS[script]]
+            flags = [
+                "--dataset",
+                "folder",
+                "--data-root",
+                cifar,
+                "--device",
+                device,
+                "--num-workers",
+                "0",
+                "--sample-every",
+                "0",
+                "--checkpoint-every",
+                "0",
+                "--log-every",
+                "2",
+                "--total-steps",
+                "4",
+                "--out-dir",
+                str(work / "cal"),
+                *SCRIPTS[script],
+            ]
             if share < 10:
                 rows.append({"script": script, "skipped": f"skipped: {max(share, 0):.0f} s left for it"})
                 continue
@@ -234,16 +307,27 @@ def main(argv=None):
             overhead = max(seconds - 4 / sps, 0)
             steps = min(args.max_steps, int((share - seconds - 3 * overhead) * sps / 2) // 4 * 4)  # B + A: 2n steps
             if steps < 4:
-                rows.append({"script": script, "skipped": f"skipped: {share:.0f} s left for it, a run costs "
-                                                          f"{overhead:.0f} s + {1 / sps:.2f} s a step"})
+                rows.append(
+                    {
+                        "script": script,
+                        "skipped": f"skipped: {share:.0f} s left for it, a run costs "
+                        f"{overhead:.0f} s + {1 / sps:.2f} s a step",
+                    }
+                )
                 continue
             rows.append(check(script, SCRIPTS[script], cifar, device, steps, work, deadline))
     evaluation = evaluate(args.data_root, device, out / "fid_stats", deadline, args.max_fid_images)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    report = {"device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
-              "commit": commit.strip(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "budget_s": args.budget_s, "used_s": round(time.time() - start, 1), "torch": torch.__version__,
-              "scripts": rows, "evaluation": evaluation}
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+        "commit": commit.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "budget_s": args.budget_s,
+        "used_s": round(time.time() - start, 1),
+        "torch": torch.__version__,
+        "scripts": rows,
+        "evaluation": evaluation,
+    }
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "gpu_check.md").write_text(table(report) + "\n")
     print(table(report))

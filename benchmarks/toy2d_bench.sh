@@ -6,7 +6,8 @@ set -euo pipefail
 out=${1:-runs/toy2d_bench}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 mkdir -p "$out"
-python toy2d.py --method all --dataset ring8 grid25 --seeds 1 2 3 4 5 --jobs 2 --out-dir "$out" "${@:2}" > "$out/bench.log"
+python toy2d.py --method all --dataset ring8 grid25 --seeds 1 2 3 4 5 --jobs 2 --out-dir "$out" "${@:2}" \
+  > "$out/bench.log"
 tail -n 1 "$out/bench.log" > "$out/summary.json"
 python - "$out/summary.json" "$commit" <<'PY'
 import json, sys

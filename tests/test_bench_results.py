@@ -1,6 +1,7 @@
 """Tests of benchmarks/bench_results.py, the script behind docs/results.md: the verdict rule against hand-computed
 values, the report built from kept run files alone (tables, verdicts, figures), keeping runs, and that it skips kept
 runs and resumes interrupted ones."""
+
 import json
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_verdict_by_hand():
     # lower is better (FD): d = baseline - method = 10, 12, 11, 9, 13 -> mean 11, sd 1.5811, t(0.975, 4) = 2.776445
     v = bench_results.verdict({s: 100 for s in range(1, 6)}, {1: 90, 2: 88, 3: 89, 4: 91, 5: 87, 6: 0}, False)
     assert v["seeds"] == [1, 2, 3, 4, 5] and v["k"] == 5  # seed 6 has no baseline: not paired, left out
-    assert v["low"] == pytest.approx(11 - 2.776445 * 1.581139 / 5 ** 0.5, abs=1e-5)
+    assert v["low"] == pytest.approx(11 - 2.776445 * 1.581139 / 5**0.5, abs=1e-5)
     assert v["verdict"] == "better"
     assert bench_results.verdict({1: 1, 2: 2, 3: 3}, {1: 5, 2: 7, 3: 8}, False)["verdict"] == "worse"  # d = -4, -5, -5
     assert bench_results.verdict({1: 1}, {1: 5}, True)["verdict"] == "too few seeds"
@@ -52,7 +53,11 @@ def test_report_from_kept_files_alone(tmp_path, capsys):
     fake_run(out, "unrolled-K10", 1, [5, 6], [6.0, 5.0], steps=1000)  # interrupted: not kept
     assert bench_results.keep(out, kept, ["unrolled"]) == 4
     assert sorted(p.name for p in (kept / "unrolled" / "K0" / "1").iterdir()) == [
-        "args.json", "metrics.jsonl", "samples.png", "summary.json"]  # seed 1 keeps its last grid
+        "args.json",
+        "metrics.jsonl",
+        "samples.png",
+        "summary.json",
+    ]  # seed 1 keeps its last grid
     assert not (kept / "unrolled" / "K0" / "2" / "samples.png").exists()
     (kept / "unrolled" / "K0" / "1" / "bench.json").write_text(json.dumps({"wall_s": 60}))
     (kept / "unrolled" / "K0" / "2" / "bench.json").write_text(json.dumps({"wall_s": 180}))
@@ -74,7 +79,9 @@ def test_report_from_kept_files_alone(tmp_path, capsys):
 def test_kept_runs_are_skipped_interrupted_ones_resumed_finished_ones_kept(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(bench_results, "KEPT", tmp_path / "kept")
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0, ""))
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0, "")
+    )
     out = tmp_path / "runs"
     (out / "logs").mkdir(parents=True)
     flags = ["--dataset", "stacked-mnist", "--unroll-steps", "5"]
@@ -84,15 +91,22 @@ def test_kept_runs_are_skipped_interrupted_ones_resumed_finished_ones_kept(tmp_p
     assert result == "unrolled-K5 seed 1: kept before" and calls == []
     run = fake_run(out, "unrolled-K5", 2, [1], [1.0], steps=1500)  # stopped early: no summary of the last step
     (run / "checkpoint.pt").touch()
-    assert "ended before its last step" in bench_results.train(str(out), "data", "unrolled", "K5", 2, "unrolled_gan.py", flags)
+    assert "ended before its last step" in bench_results.train(
+        str(out), "data", "unrolled", "K5", 2, "unrolled_gan.py", flags
+    )
     bench_results.train(str(out), "data", "unrolled", "K5", 3, "unrolled_gan.py", flags)  # never started
     training = [c for c in calls if c[0] == sys.executable]
     assert training[0][-2:] == ["--resume", "auto"] and "--resume" not in training[1]
     assert training[1][training[1].index("--seed") + 1] == "3"
     assert training[1][training[1].index("--total-steps") + 1] == "2000"
     fake_run(out, "unrolled-K5", 4, [7], [1.0])  # finishes: its text files are kept, with the wall time and command
-    monkeypatch.setattr(bench_results, "run_dir", lambda *a: ("unrolled-K5", out / "stacked-mnist__unrolled-K5__4__1004", True))
-    assert bench_results.train(str(out), "data", "unrolled", "K5", 4, "unrolled_gan.py", flags)[:2] == ("unrolled-K5", 4)
+    monkeypatch.setattr(
+        bench_results, "run_dir", lambda *a: ("unrolled-K5", out / "stacked-mnist__unrolled-K5__4__1004", True)
+    )
+    assert bench_results.train(str(out), "data", "unrolled", "K5", 4, "unrolled_gan.py", flags)[:2] == (
+        "unrolled-K5",
+        4,
+    )
     bench = json.loads((tmp_path / "kept" / "unrolled" / "K5" / "4" / "bench.json").read_text())
     assert bench["command"].startswith("python unrolled_gan.py --dataset stacked-mnist") and bench["resumed"] is False
     assert bench_results.kept("unrolled", "K5", 4, tmp_path / "kept") is not None

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py, the prepared GPU check: its comparisons against constructed checkpoints, and a CPU smoke
 run of the whole check (one script, a small budget) so that it never rots before a GPU comes."""
+
 import json
 import math
 import sys
@@ -16,8 +17,11 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 def checkpoint(w):
-    return {"step": 2, "models": {"G": {"w": torch.tensor([1.0, w])}},
-            "optimizers": {"G": {"state": {0: {"exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 1e-3}]}}}
+    return {
+        "step": 2,
+        "models": {"G": {"w": torch.tensor([1.0, w])}},
+        "optimizers": {"G": {"state": {0: {"exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 1e-3}]}},
+    }
 
 
 def test_largest_difference_of_checkpoints():
@@ -37,9 +41,22 @@ def test_metrics_compare_without_timings(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "cifar10-test-jpg").is_dir(), reason="needs ../shared/data")
 def test_cpu_smoke_run(tmp_path, capsys):
-    report = gpu_check.main(["--device", "cpu", "--budget-s", "100", "--max-steps", "8", "--max-fid-images", "20",
-                             "--scripts", "gan.py",
-                             "--out", str(tmp_path)])
+    report = gpu_check.main(
+        [
+            "--device",
+            "cpu",
+            "--budget-s",
+            "100",
+            "--max-steps",
+            "8",
+            "--max-fid-images",
+            "20",
+            "--scripts",
+            "gan.py",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     row = report["scripts"][0]
     assert row["steps"] >= 4 and row["steps_per_s"] > 0 and row["finite"]
     assert row["resume_metrics_identical"] and row["resume_max_abs_diff"] == 0.0  # exact resume on the CPU

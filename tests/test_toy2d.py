@@ -393,7 +393,8 @@ def test_presets_parse_to_their_documented_settings():
     assert (default.layers, default.activation, default.init, default.lr_g, default.lr_d, default.lr_decay_start,
             default.steps) == (2, "relu", "default", 1e-3, 1e-4, 1.0, 3000)
     tuned = toy2d.parse_args(["--setting", "tuned", "--steps", "5"])  # explicit flags still win
-    assert (tuned.layers, tuned.activation, tuned.lr_g, tuned.beta1, tuned.lr_decay_start, tuned.steps) == (3, "tanh", 2e-3, 0.5, 0.5, 5)
+    assert (tuned.layers, tuned.activation, tuned.lr_g, tuned.beta1, tuned.lr_decay_start, tuned.steps) == (
+        3, "tanh", 2e-3, 0.5, 0.5, 5)
     with pytest.raises(SystemExit) as exc:
         toy2d.parse_args(["--preset", "metz", "--setting", "tuned"])  # would be ignored
     assert exc.value.code == 2
