@@ -27,15 +27,20 @@ API (images for the network are float NCHW in [0, 1], 1 or 3 channels; training 
     reference_statistics(dataset, name, split, image_size, model, cache_dir, n=None) -> (mu, sigma)
         # dataset yields images (or (image, label)) in [-1, 1]; cached as
         # {cache_dir}/{name}_{split}_{image_size}px_n{n}.npz (mu, sigma + a fingerprint of the weights).
+    Evaluator(dataset, name, data_root, image_size, device, cache_dir, fid_samples, classifier_samples)(G, z_dim, seed)
+        # the training scripts' FID/IS and MNIST-classifier metrics; samples(...), save_pngs(...): their export
 
 Usage: python fid.py runs/samples_folder cifar10:train --data-root data   (folders, .npz stats or DATASET:SPLIT)
 """
 import argparse
+import datetime
 import hashlib
 import math
 import os
 import sys
+import time
 import warnings
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -561,6 +566,92 @@ def mnist_quality(model, images, reference):
             "class_kl": (mean * (mean * 10).clamp_min(1e-300).log()).sum().item()}
 
 
+# ---- The training scripts' evaluation: a generator -> samples, PNG files and numbers
+@torch.no_grad()
+def samples(G, n, z_dim, seed, device, batch_size=500):
+    """n samples of G in [-1, 1] (G put in eval mode), batch by batch, from noise seeded by `seed` alone: the same
+    images at each call with the same batch size (the noise depends on it)."""
+    noise = torch.Generator().manual_seed(seed)
+    G.eval()
+    for start in range(0, n, batch_size):
+        yield G(torch.randn(min(batch_size, n - start), z_dim, generator=noise).to(device))
+
+
+def progress(label, file=None):
+    """A callback fn(done, total) printing a line with images/s and the ETA at each tenth (to stdout by default)."""
+    start, printed = time.time(), set()
+
+    def show(done, total):
+        if 10 * done // total not in printed:
+            printed.add(10 * done // total)
+            rate = done / max(time.time() - start, 1e-9)
+            eta = datetime.timedelta(seconds=round((total - done) / rate))
+            print(f"{label}: {done}/{total} images | {rate:.0f} images/s | ETA {eta}", file=file or sys.stdout, flush=True)
+    return show
+
+
+def save_pngs(batches, out, n):
+    """n images in [-1, 1] from `batches` as 8-bit PNGs 000000.png, ... (rounded as to_uint8) in the folder `out`,
+    which must be new or empty (else ValueError); OSError when it cannot be written."""
+    from PIL import Image
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise ValueError(f"{out} exists and is not an empty folder; not overwriting it")
+    os.makedirs(out, exist_ok=True)
+    show, done = progress(f"generating into {out}"), 0
+    for images in batches:
+        for image in to_uint8(images).permute(0, 2, 3, 1).cpu().numpy():
+            Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image).save(os.path.join(out, f"{done:06d}.png"))
+            done += 1
+        show(done, n)
+
+
+class Evaluator:
+    """What the training scripts measure of a generator: FID and IS against the training images, and on MNIST and
+    stacked MNIST the classifier metrics. What it needs (Inception weights, reference statistics, the classifier) is
+    loaded when it is built, so that a missing file stops a run before it starts.
+
+    Params: dataset: the training set (images or (image, label), uint8 or in [-1, 1]); name: its --dataset name;
+        data_root: its folder (and MNIST's); device; cache_dir: where reference statistics and the classifier are
+        cached; fid_samples: images per FID, generated and real (0: no FID); classifier_samples: images per
+        classifier evaluation; fid_weights, download, num_workers: as load_inception, mnist_classifier, activations.
+    Raises: FIDWeightsError without Inception weights, ValueError without MNIST for the classifier."""
+
+    def __init__(self, dataset, name, data_root, image_size, device, cache_dir, fid_samples=0, classifier_samples=0,
+                 fid_weights=None, download=False, num_workers=0):
+        self.fid_samples, self.classifier_samples, self.device = fid_samples, classifier_samples, device
+        self.inception = self.classifier = None
+        if fid_samples:
+            self.inception = load_inception(fid_weights, device)
+            if name == "folder":  # named by its path
+                name = f"folder-{zlib.crc32(os.path.abspath(data_root).encode()):08x}"
+            self.reference = reference_statistics(dataset, name, "train", image_size, self.inception, cache_dir,
+                                                  n=fid_samples, device=device, num_workers=num_workers)
+        if name in ("mnist", "stacked-mnist"):
+            model, accuracy = mnist_classifier(data_root, cache_dir, device, download)
+            digits = statistics(classify(model, mnist_digits(data_root, True)[0])[0]) if name == "mnist" else None
+            self.classifier = model, digits
+            print(f"MNIST classifier: {100 * accuracy:.2f} % accuracy on the official test set")
+
+    def __call__(self, G, z_dim, seed, step=None):
+        """{"fid", "is_mean", "is_std"} (with FID) and {"modes", "modes_kl"} (stacked MNIST) or {"classifier_fd",
+        "class_kl"} (MNIST) of G's samples (noise seeded by `seed`; see samples), G's mode kept. step: during
+        training, FID's samples are new at each step (seeded by seed + step); step None: both of the same samples."""
+        training, scores = G.training, {}
+        if self.fid_samples:
+            batches = samples(G, self.fid_samples, z_dim, seed + (step or 0), self.device, 500 if step is None else 50)
+            scores = fid_from_generator((chunk for images in batches for chunk in images.split(50)),
+                                        self.fid_samples, self.reference, self.inception, device=self.device,
+                                        progress=None if step else progress("evaluating"))
+        if self.classifier:
+            model, digits = self.classifier
+            images = torch.cat([to_uint8(F.interpolate(x, size=32, mode="bilinear", antialias=True)
+                                         if x.shape[-1] != 32 else x).cpu()
+                                for x in samples(G, self.classifier_samples, z_dim, seed, self.device)])
+            scores |= stacked_mnist_modes(model, images) if digits is None else mnist_quality(model, images, digits)
+        G.train(training)
+        return scores
+
+
 # ---- Command line: python fid.py A B
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
@@ -670,17 +761,6 @@ def parse_args(argv=None):
     return args
 
 
-def progress_lines(label):
-    """A progress callback for activations: one line on stderr per tenth of the images."""
-    printed = set()
-
-    def progress(done, total):
-        if 10 * done // total not in printed:
-            printed.add(10 * done // total)
-            print(f"fid: {label}: {done}/{total} images", file=sys.stderr, flush=True)
-    return progress
-
-
 def main(argv=None):
     """Print the FID of A and B and the IS of each image input (or save A's statistics); return them."""
     args = parse_args(argv)
@@ -699,7 +779,7 @@ def main(argv=None):
                 stats.append(value)
                 continue
             pool3, logits = activations(value, model, args.batch_size, device, num_workers=args.num_workers,
-                                        progress=progress_lines(spec))
+                                        progress=progress(f"fid: {spec}", sys.stderr))
             stats.append(statistics(pool3))
             if len(logits) >= 10:
                 result[f"is {spec}"] = inception_score(logits)

@@ -28,7 +28,6 @@ Defaults: gan.py's DCGAN, Adam lr 2e-4 betas (0.5, 0.999), batch 64 (Sec. 4.2 an
 Usage: python reg_gan.py --dataset cifar10 --batch-size 100 --gamma 2.0
 """
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -39,7 +38,6 @@ import shutil
 import signal
 import sys
 import time
-import zlib
 from collections import namedtuple
 from pathlib import Path
 
@@ -49,7 +47,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
-from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 import fid
@@ -59,105 +56,100 @@ try:
 except ImportError:  # tensorboard is optional: metrics.jsonl has everything
     SummaryWriter = None
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "celeba", "stacked-mnist", "folder")
-
 
 def parse_args(argv=None):
+    """The flags, checked, and with --resume the checkpoint, whose flags are the defaults."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    flag, natural, whole = argparse.BooleanOptionalAction, number(int, 0, strict=True), number(int, 0)
     p.add_argument("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
     p.add_argument("--seed", type=int, default=1, help="seed of the experiment")
-    p.add_argument("--torch-deterministic", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--torch-deterministic", action=flag, default=True,
                    help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
-    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=False, help="log to Weights & Biases")
+    p.add_argument("--track", action=flag, default=False, help="log to Weights & Biases")
     p.add_argument("--wandb-project-name", default="cleangan", help="wandb project")
     p.add_argument("--wandb-entity", default=None, help="wandb entity (team)")
     p.add_argument("--out-dir", default="runs", help="parent folder of the run directories")
-    p.add_argument("--resume", default=None, help="checkpoint.pt to continue from, or 'auto' for the newest run of the same dataset/exp-name/seed")
-    p.add_argument("--dataset", default="cifar10", choices=DATASETS, help="training data (folder: an ImageFolder tree at --data-root)")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint.pt to continue from, or 'auto' for the newest run of the same dataset/exp-name/seed")
+    p.add_argument("--dataset", default="cifar10", choices=tuple(DATA_FILES),
+                   help="training data (folder: an ImageFolder tree at --data-root)")
     p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
-    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download the dataset if missing")
-    p.add_argument("--image-size", type=int, default=32, help="side of the square images (a power of 2, >= 16)")
-    p.add_argument("--num-workers", type=int, default=2, help="data loader processes (decoding once when the data is held in memory)")
-    p.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=False,
-                   help="stream batches from disk even when the dataset fits in memory (IN_MEMORY_LIMIT bytes of uint8 on the device)")
-    p.add_argument("--total-steps", type=int, default=100_000, help="generator updates")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch of D and of G")
-    p.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate")
-    p.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
-    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
-    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2")
-    p.add_argument("--n-critic", type=int, default=1, help="discriminator updates per generator update")
-    p.add_argument("--z-dim", type=int, default=100, help="latent dimension")
-    p.add_argument("--log-every", type=int, default=100, help="steps between metrics lines")
-    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0 = only at the end)")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between FID evaluations (0 = no FID)")
-    p.add_argument("--fid-samples", type=int, default=10_000, help="generated (and reference) images per FID")
-    p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
-    p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True,
-                   help="FID and IS at --eval-every / --evaluate (need the Inception weights); --no-fid: the classifier metrics only (mnist family)")
-    p.add_argument("--classifier-samples", type=int, default=26_000, help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
-    p.add_argument("--checkpoint-every", type=int, default=1000,
+    p.add_argument("--download", action=flag, default=True, help="download the dataset if missing")
+    p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 64, 128, 256), help="image side")
+    p.add_argument("--num-workers", type=whole, default=2,
+                   help="data loader processes (decoding once when the data is held in memory)")
+    p.add_argument("--stream-data", action=flag, default=False, help="stream batches from "
+                   "disk even when the dataset fits in memory (IN_MEMORY_LIMIT bytes of uint8 on the device)")
+    p.add_argument("--total-steps", type=natural, default=100_000, help="generator updates")
+    p.add_argument("--batch-size", type=natural, default=64, help="images per batch of D and of G")
+    p.add_argument("--lr-g", type=number(float, 0, strict=True), default=2e-4, help="generator learning rate")
+    p.add_argument("--lr-d", type=number(float, 0, strict=True), default=2e-4, help="discriminator learning rate")
+    p.add_argument("--beta1", type=number(float, 0, 1), default=0.5, help="Adam beta1")
+    p.add_argument("--beta2", type=number(float, 0, 1), default=0.999, help="Adam beta2")
+    p.add_argument("--n-critic", type=natural, default=1, help="discriminator updates per generator update")
+    p.add_argument("--z-dim", type=natural, default=100, help="latent dimension")
+    p.add_argument("--log-every", type=natural, default=100, help="steps between metrics lines")
+    p.add_argument("--sample-every", type=whole, default=1000, help="steps between sample grids (0: at the end)")
+    p.add_argument("--eval-every", type=whole, default=0, help="steps between FID evaluations (0 = no FID)")
+    p.add_argument("--fid-samples", type=natural, default=10_000, help="generated (and reference) images per FID")
+    p.add_argument("--fid-weights", default=None,
+                   help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
+    p.add_argument("--fid", action=flag, default=True,
+                   help="FID and IS at --eval-every / --evaluate (need the Inception weights); --no-fid: the "
+                   "classifier metrics only (mnist family)")
+    p.add_argument("--classifier-samples", type=natural, default=26_000,
+                   help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
+    p.add_argument("--checkpoint-every", type=whole, default=1000,
                    help="steps between checkpoints (0: only the one always written at the end)")
-    p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
-    p.add_argument("--generate", type=int, nargs="?", const=50_000, default=None, metavar="N",
+    p.add_argument("--ema-decay", type=number(float, 0, 1), default=0.0,
+                   help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
+    p.add_argument("--generate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
                    help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
-    p.add_argument("--generate-dir", default=None, help="new folder for --generate (default: generated_step<S>_n<N> in the run directory)")
-    p.add_argument("--evaluate", type=int, nargs="?", const=50_000, default=None, metavar="N",
+    p.add_argument("--generate-dir", default=None,
+                   help="new folder for --generate (default: generated_step<S>_n<N> in the run directory)")
+    p.add_argument("--evaluate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
                    help="with --resume, no training: FID and IS of N samples (default 50,000) against N training images")
     # method-specific arguments
-    p.add_argument("--loss", default="gan", choices=("gan", "mm"), help="GAN objective (see the module docstring)")
-    p.add_argument("--ngf", type=int, default=64, help="generator width")
-    p.add_argument("--ndf", type=int, default=64, help="discriminator width")
-    p.add_argument("--gamma", type=float, default=2.0, help="gamma0 in D's loss + gamma/2 Omega (0 = unregularized baseline)")
-    p.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True, help="anneal gamma to decay-factor x gamma0 over --anneal-steps")
-    p.add_argument("--anneal-steps", type=int, default=None, help="T of the annealing (default: --total-steps, fixed when the run starts)")
-    p.add_argument("--decay-factor", type=float, default=0.01, help="gamma_T / gamma0 (the authors' --decay_factor)")
-    p.add_argument("--noise-std", type=float, default=0.0, help="null model (needs --gamma 0): white noise of this std on the data D sees")
-    p.add_argument("--noise-copies", type=int, default=1, help="m of the null model: batch/m data images, m noise draws each (Sec. 4.2: 25:4 best on CIFAR-10)")
-    p.add_argument("--noise-on", default="data", choices=("data", "both"),
-                   help="data: noise on the data only (Sec. 4.2); both: on G's samples too, in D's and G's step (appendix Figs. 6, 12)")
+    p.add_argument("--loss", default="gan", choices=("gan", "mm"), help="GAN objective (docstring)")
+    p.add_argument("--ngf", type=natural, default=64, help="generator width")
+    p.add_argument("--ndf", type=natural, default=64, help="discriminator width")
+    p.add_argument("--gamma", type=number(float, 0), default=2.0,
+                   help="gamma0 in D's loss + gamma/2 Omega (0 = unregularized baseline)")
+    p.add_argument("--anneal", action=flag, default=True, help="anneal gamma to decay-factor x gamma0 over --anneal-steps")
+    p.add_argument("--anneal-steps", type=natural, default=None,
+                   help="T of the annealing (default: --total-steps, fixed when the run starts)")
+    p.add_argument("--decay-factor", type=number(float, 0, strict=True), default=0.01,
+                   help="gamma_T / gamma0, in (0, 1] (the authors' --decay_factor)")
+    p.add_argument("--noise-std", type=number(float, 0), default=0.0,
+                   help="null model (needs --gamma 0): white noise of this std on the data D sees")
+    p.add_argument("--noise-copies", type=natural, default=1, help="m of the null model: batch/m data images, m noise "
+                   "draws each (Sec. 4.2: 25:4 best on CIFAR-10)")
+    p.add_argument("--noise-on", default="data", choices=("data", "both"), help="data: noise on the data only (Sec. "
+                   "4.2); both: on G's samples too, in D's and G's step (appendix Figs. 6, 12)")
     p.error = fail  # one error line instead of argparse's usage dump
-    resume = checkpoint_defaults(p, argv)
+    ckpt = checkpoint_defaults(p, argv)
     args = p.parse_args(argv)
-    check_finite(args)
-
-    if args.image_size < 16 or args.image_size & (args.image_size - 1):
-        p.error(f"--image-size must be a power of 2 >= 16 for these networks, got {args.image_size}")
-    positive = ("batch_size", "total_steps", "n_critic", "z_dim", "log_every", "fid_samples", "classifier_samples", "lr_g", "lr_d")
-    for name in positive + ("num_workers", "sample_every", "eval_every", "checkpoint_every"):
-        value = getattr(args, name)
-        if not (value > 0 if name in positive else value >= 0):  # `not` also rejects NaN
-            p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else '>= 0'}, got {value}")
-    if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
-        p.error(f"Adam betas must be in [0, 1), got {args.beta1}, {args.beta2}")
-    if not 0 <= args.ema_decay < 1:
-        p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    for name in ("generate", "evaluate"):
-        if getattr(args, name) is not None and (getattr(args, name) <= 0 or not args.resume):
-            p.error(f"--{name} N needs N > 0 and --resume CHECKPOINT, got N = {getattr(args, name)}, --resume {args.resume}")
+    if (args.generate or args.evaluate) and not args.resume:
+        p.error(f"--{'generate' if args.generate else 'evaluate'} N needs --resume CHECKPOINT")
     if args.generate_dir and not args.generate:
         p.error("--generate-dir is only used with --generate N")
     if (args.eval_every or args.evaluate) and not args.fid and args.dataset not in ("mnist", "stacked-mnist"):
-        p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (the classifier metrics are for mnist and stacked-mnist)")
+        p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (the classifier metrics are for mnist and "
+                "stacked-mnist)")
     # method-specific checks
-    if args.ngf <= 0 or args.ndf <= 0:
-        p.error(f"--ngf and --ndf must be positive, got {args.ngf}, {args.ndf}")
     if args.anneal_steps is None:  # resolved here so that it is saved with the run: extending a run keeps its curve
         args.anneal_steps = args.total_steps
-    if args.anneal_steps <= 0 or not 0 < args.decay_factor <= 1:
-        p.error(f"--anneal-steps must be positive and --decay-factor in (0, 1], got {args.anneal_steps}, {args.decay_factor}")
-    for name in ("gamma", "noise_std"):
-        if not 0 <= getattr(args, name) < math.inf:
-            p.error(f"--{name.replace('_', '-')} must be finite and >= 0, got {getattr(args, name)}")
     if not args.noise_std and (args.noise_copies != 1 or args.noise_on != "data"):
         p.error("--noise-copies and --noise-on would be ignored without --noise-std")
-    if not (args.noise_copies >= 1 and args.batch_size % args.noise_copies == 0):
-        p.error(f"--noise-copies must be >= 1 and divide --batch-size, got {args.noise_copies}, {args.batch_size}")
+    if args.decay_factor > 1:
+        p.error(f"--decay-factor must be in (0, 1], got {args.decay_factor}")
+    if args.batch_size % args.noise_copies:
+        p.error(f"--noise-copies must divide --batch-size, got {args.noise_copies}, {args.batch_size}")
     if args.noise_std and args.gamma:  # Sec. 4.2 compares the two, it never combines them
-        p.error(f"--noise-std replaces the regularizer (the paper's null model): add --gamma 0 (got --gamma {args.gamma})")
-    check_resume(args, resume)
-    return args
+        p.error(f"--noise-std replaces the regularizer (the paper's null model): add --gamma 0 (got {args.gamma})")
+    check_resume(args, ckpt)
+    return args, ckpt
 
 
 def fail(message, code=2):
@@ -166,11 +158,17 @@ def fail(message, code=2):
     sys.exit(code)
 
 
-def check_finite(args):
-    """Every float flag is a finite number: inf and NaN have no use in any of them."""
-    for k, v in vars(args).items():
-        if isinstance(v, float) and not math.isfinite(v):
-            fail(f"--{k.replace('_', '-')} must be a finite number, got {v}")
+def number(cast, low, high=math.inf, strict=False):
+    """An argparse type: a finite number (int or float) in [low, high), or in (low, high) when strict."""
+    def parse(text):
+        value = cast(text)
+        if not (math.isfinite(value) and (low < value if strict else low <= value) and value < high):
+            bound = f"in {'(' if strict else '['}{low}, {high})" if high < math.inf else f"{'>' if strict else '>='} {low}"
+            raise argparse.ArgumentTypeError(f"must be {'a finite number ' * (cast is float)}{bound}, got {text}")
+        return value
+    parse.__name__ = cast.__name__  # argparse's "invalid int value"
+    return parse
+
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -191,45 +189,44 @@ class StackedMNIST(torch.utils.data.Dataset):
         return torch.cat([image for image, _ in digits]), mode
 
 
-# what each dataset needs under --data-root (torchvision's layout), named when it is missing
-DATA_FILES = {"mnist": "MNIST/raw/train-images-idx3-ubyte", "stacked-mnist": "MNIST/raw/train-images-idx3-ubyte",
-              "fashion-mnist": "FashionMNIST/raw/train-images-idx3-ubyte",
+# the datasets, and what each needs under --data-root (torchvision's layout), named when it is missing
+DATA_FILES = {"mnist": "MNIST/raw/train-images-idx3-ubyte", "fashion-mnist": "FashionMNIST/raw/train-images-idx3-ubyte",
               "cifar10": "cifar-10-batches-py/data_batch_1", "cifar100": "cifar-100-python/train",
               "stl10": "stl10_binary/unlabeled_X.bin", "celeba": "celeba/img_align_celeba/",
-              "folder": "<class>/<image>"}
+              "stacked-mnist": "MNIST/raw/train-images-idx3-ubyte", "folder": "<class>/<image>"}
 
 
 def make_dataset(args):
     """The training set as uint8 images of shape (C, S, S) (`to_model_range` makes them [-1, 1] on the device);
     one clear error when it is missing, naming the files expected and where (a failed download leaves no folder)."""
-    size, root, name = args.image_size, args.data_root, args.dataset
-    resize = [T.Resize(size), T.CenterCrop(size)]
-    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32 as the lens paper
-    made = [Path(root, *Path(DATA_FILES[name]).parts[:i]) for i in range(len(Path(DATA_FILES[name]).parts) - 1, -1, -1)]
-    made = [d for d in made if not d.exists()]  # the folders a download may create, deepest first
+    size, root, name, download = args.image_size, args.data_root, args.dataset, args.download
+    to_uint8 = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32
+    parts = Path(DATA_FILES[name]).parts
+    made = [d for d in (Path(root, *parts[:i]) for i in range(len(parts) - 1, -1, -1)) if not d.exists()]
     try:
         if name in ("mnist", "stacked-mnist"):
-            mnist = torchvision.datasets.MNIST(root, train=True, download=args.download, transform=mnist_tf)
+            mnist = torchvision.datasets.MNIST(root, train=True, download=download, transform=mnist_tf)
             return mnist if name == "mnist" else StackedMNIST(mnist, args.seed)
         if name == "fashion-mnist":
-            return torchvision.datasets.FashionMNIST(root, train=True, download=args.download, transform=mnist_tf)
+            return torchvision.datasets.FashionMNIST(root, train=True, download=download, transform=mnist_tf)
         if name in ("cifar10", "cifar100"):
             cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-            return cls(root, train=True, download=args.download, transform=T.Compose(resize + [T.PILToTensor()]))
+            return cls(root, train=True, download=download, transform=to_uint8)
         if name == "stl10":
-            return torchvision.datasets.STL10(root, split="train+unlabeled", download=args.download, transform=T.Compose(resize + [T.PILToTensor()]))
+            return torchvision.datasets.STL10(root, split="train+unlabeled", download=download, transform=to_uint8)
         if name == "celeba":  # center crop 108 (the DCGAN-tensorflow convention), then resize
-            tf = T.Compose([T.CenterCrop(108)] + resize + [T.PILToTensor()])
-            return torchvision.datasets.CelebA(root, split="train", download=args.download, transform=tf)
-        return torchvision.datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB"))] + resize + [T.PILToTensor()]))
+            tf = T.Compose([T.CenterCrop(108), to_uint8])
+            return torchvision.datasets.CelebA(root, split="train", download=download, transform=tf)
+        return torchvision.datasets.ImageFolder(root, transform=T.Compose([lambda im: im.convert("RGB"), to_uint8]))
     except Exception:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
-        for folder in made:
+        for folder in made:  # the folders a failed download created, deepest first
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-        where = os.path.join(os.path.abspath(root), DATA_FILES[name])
-        how = ("" if name == "folder" else " (the download failed: no internet?)" if args.download
+        how = ("" if name == "folder" else " (the download failed: no internet?)" if download
                else " (or --download on a machine with internet)")
-        fail(f"no {name} data at {where}: put the files there{how}, or point --data-root at the folder that holds them")
+        fail(f"no {name} data at {os.path.join(os.path.abspath(root), DATA_FILES[name])}: put the files there{how}, "
+             "or point --data-root at the folder that holds them")
 
 
 def to_model_range(images):
@@ -252,7 +249,7 @@ def image_at(dataset, i, args):
     try:
         return dataset[i][0]
     except Exception as e:  # not an image, truncated, unreadable
-        fail(f"cannot read an image of --dataset {args.dataset}: {str(e).strip().splitlines()[-1]}")
+        fail(f"cannot read an image of --dataset {args.dataset}: {reason(e, last=True)}")
 
 
 def load_images(dataset, args):
@@ -283,7 +280,7 @@ def infinite_batches(dataset, images, args, device, start=0):
     plan = []  # this epoch's index batches: the loader reads the list anew at each iter()
     loader = None if images is not None else torch.utils.data.DataLoader(
         dataset, batch_sampler=plan, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
-        pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint, generator=torch.Generator())  # no global RNG draw
+        pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint, generator=torch.Generator())  # no RNG draw
     while True:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
         order = order[skip * args.batch_size: per_epoch * args.batch_size].view(-1, args.batch_size)
@@ -370,6 +367,13 @@ def d_score(logits):
     return torch.sigmoid(logits).mean()
 
 
+# ------------------------------------------------------------------------------------------ infrastructure
+def reason(e, last=False):
+    """An exception in one line: an OS error's reason, else its message's first (or last) line, else its type."""
+    lines = str(e).strip().splitlines()
+    return getattr(e, "strerror", None) or (lines[-1 if last else 0] if lines else type(e).__name__)
+
+
 # Omega = omega_real + omega_fake (the P- and Q-terms of eq. 22), and the logits phi(x), phi(x~) of the same forward
 # pass, so that the GAN loss needs no second one
 JSRegularizer = namedtuple("JSRegularizer", "omega omega_real omega_fake real_logits fake_logits")
@@ -406,19 +410,13 @@ def add_noise(x, std, copies=1):
     return x + std * torch.randn_like(x)
 
 
-# ------------------------------------------------------------------------------------------ infrastructure
 def pick_device(name):
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        fail(f"unknown device {name!r}")
-    if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not torch.backends.mps.is_available()):
-        fail(f"device {name!r} is not available on this machine")
-    return device
+        return torch.empty(0, device=name).device  # an unknown or absent device fails here
+    except (RuntimeError, AssertionError) as e:
+        fail(f"device {name!r} is not available on this machine ({reason(e)})")
 
 
 def rng_state():
@@ -428,13 +426,14 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))  # np.random is reseeded state-wise only
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))  # reseeded state-wise
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-CHECKPOINT_FORMAT = 2  # 2: uint8 data pipeline, EMA generator, script name; 1 (before): refused with one line
+# 3: one flat dict (step, batches_used, fids, wall_time, args, rng, G, D, ..., opt_G, opt_D); 1 and 2: refused
+CHECKPOINT_FORMAT = 3
 
 
 def save_checkpoint(path, state):
@@ -443,102 +442,70 @@ def save_checkpoint(path, state):
         torch.save({"format": CHECKPOINT_FORMAT, "script": Path(__file__).name, **state}, tmp)
         os.replace(tmp, path)  # atomic: a kill during the save never leaves a half-written checkpoint
     except BaseException:  # a full disk, no permission, a second Ctrl-C: no stray .tmp left behind
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 # args that may change on resume; every other one defines the run and must match the checkpoint
 RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
              "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
-             "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate", "fid", "classifier_samples"}
+             "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate", "fid",
+             "classifier_samples"}
 
-
-def read_checkpoint(path, mmap=False):
-    """A checkpoint of this script (on the CPU, whatever device wrote it); ValueError naming what is wrong. mmap: read
-    only what is used (checkpoint_defaults needs the args, not the tensors)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except OSError as e:  # missing, a folder, no permission
-        raise ValueError(e.strerror or str(e)) from e
-    except Exception as e:  # empty, truncated, random bytes, a pickle that is not plain data
-        raise ValueError("not a readable checkpoint (truncated or not a torch file)") from e
-    if not isinstance(ckpt, dict) or not {"args", "counters", "models"} <= ckpt.keys():
-        raise ValueError("not a cleangan checkpoint")
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"not a checkpoint of this version of {Path(__file__).name} (format {ckpt.get('format', 1)}, "
-                         f"expected {CHECKPOINT_FORMAT}); train anew or use the version that wrote it")
-    if ckpt["script"] != Path(__file__).name:
-        raise ValueError(f"it was written by {ckpt['script']}, not {Path(__file__).name}")
-    return ckpt
-
-
-def newest_checkpoint(args):
-    """--resume auto: the newest checkpoint of this dataset, exp-name and seed under --out-dir, or None."""
-    found = sorted(Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
-    return found[-1] if found else None
 
 
 def checkpoint_defaults(parser, argv):
-    """With --resume PATH, every flag defaults to the checkpoint's value (all but where to run and what to do
-    now), so that only what changes needs to be given. An unreadable checkpoint stops here, before any data is
-    loaded. Returns (path, the checkpoint's args, its step) for check_resume, or None."""
+    """--resume PATH (or auto: the newest run of this dataset, exp-name and seed under --out-dir): the checkpoint,
+    read before any data is loaded, with its path; its flags become the defaults (all but where to run and what to
+    do now), so that only what changes needs to be given. None without --resume, or when auto finds no run."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
-    path = newest_checkpoint(parser.parse_known_args(argv)[0]) if path == "auto" else path
+    if path == "auto":
+        args = parser.parse_known_args(argv)[0]
+        found = Path(args.out_dir).glob(f"{args.dataset}__{args.exp_name}__{args.seed}__*/checkpoint.pt")
+        path = max(found, key=lambda f: f.stat().st_mtime, default=None)
     if not path:
         return None
     try:
-        ckpt = read_checkpoint(path, mmap=True)
-    except Exception as e:
-        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:  # missing, a folder, no permission
+        fail(f"cannot resume from {path}: {reason(e)}")
+    except Exception:  # empty, truncated, random bytes, a pickle that is not plain data
+        fail(f"cannot resume from {path}: not a readable checkpoint (truncated or not a torch file)")
+    if not isinstance(ckpt, dict) or not {"args", "G"} <= ckpt.keys():
+        fail(f"cannot resume from {path}: not a cleangan checkpoint")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        fail(f"cannot resume from {path}: not a checkpoint of this version of {Path(__file__).name} (format "
+             f"{ckpt.get('format', 1)}, expected {CHECKPOINT_FORMAT}); train anew or use the version that wrote it")
+    if ckpt["script"] != Path(__file__).name:
+        fail(f"cannot resume from {path}: it was written by {ckpt['script']}, not {Path(__file__).name}")
     now = ("resume", "device", "generate", "generate_dir", "evaluate")  # where to run and what to do now
     parser.set_defaults(**{k: v for k, v in ckpt["args"].items() if k not in now})
-    return path, ckpt["args"], ckpt["counters"][0]
+    return ckpt | {"path": Path(path)}
 
 
-def check_resume(args, resume):
-    """Before any data is loaded: a run-defining flag (all but RESUMABLE) with another value than the checkpoint's is
-    refused, and so is a --total-steps below its step."""
-    if resume is None:
-        return
-    path, saved, step = resume
-    for k in sorted(vars(args).keys() - RESUMABLE):
-        if saved.get(k) != getattr(args, k):
-            flag = f"--{k.replace('_', '-')}"
-            fail(f"cannot resume from {path}: it was trained with {flag} {saved.get(k)}, not {getattr(args, k)}")
-    if args.total_steps < step and not (args.generate or args.evaluate):
-        fail(f"cannot resume from {path}: --total-steps {args.total_steps} is below its step {step}")
-
-
-def exit_if_finished(args):
-    """Resuming a run already at --total-steps has nothing to train: one line, exit 0, no file of the run changed."""
-    path = newest_checkpoint(args) if args.resume == "auto" else args.resume
-    if path and not (args.generate or args.evaluate):
-        step = read_checkpoint(path, mmap=True)["counters"][0]
-        if step == args.total_steps:
-            print(f"{path} is already at step {step} of {step}: nothing to train "
-                  f"(--total-steps N > {step} continues it)")
-            sys.exit(0)
-
-
-def load_checkpoint(args, models, optimizers):
-    """Restore models and optimizers in place from --resume; returns (checkpoint, run directory) or (None, None)."""
-    path = Path(args.resume) if args.resume != "auto" else newest_checkpoint(args)
-    if path is None:
+def check_resume(args, ckpt):
+    """A run-defining flag (all but RESUMABLE) with another value than the checkpoint's is refused, and so is a
+    --total-steps below its step; a run already at --total-steps has nothing to train: one line, exit 0."""
+    using = args.generate or args.evaluate
+    if args.resume and not ckpt:  # --resume auto found nothing
+        if using:
+            fail(f"no checkpoint to use under {args.out_dir}/ (--resume auto)")
         print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
-        return None, None
-    try:
-        ckpt = read_checkpoint(path)
-        for group, modules in (("models", models), ("optimizers", optimizers)):
-            for name, module in modules.items():
-                module.load_state_dict(ckpt[group][name])
-    except Exception as e:
-        fail(f"cannot resume from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    if not (args.generate or args.evaluate):
-        print(f"resuming {path} at step {ckpt['counters'][0]}")
-    return ckpt, path.parent
+    if not ckpt:
+        return
+    for k in sorted(vars(args).keys() - RESUMABLE):
+        if ckpt["args"].get(k) != getattr(args, k):
+            fail(f"cannot resume from {ckpt['path']}: it was trained with --{k.replace('_', '-')} "
+                 f"{ckpt['args'].get(k)}, not {getattr(args, k)}")
+    if not using and args.total_steps < ckpt["step"]:
+        fail(f"cannot resume from {ckpt['path']}: --total-steps {args.total_steps} is below its step {ckpt['step']}")
+    if not using and args.total_steps == ckpt["step"]:
+        print(f"{ckpt['path']} is already at step {args.total_steps} of {args.total_steps}: nothing to train "
+              f"(--total-steps N > {args.total_steps} continues it)")
+        sys.exit(0)
+
 
 
 def new_run_dir(args):
@@ -551,7 +518,7 @@ def new_run_dir(args):
         except FileExistsError:
             continue
         except OSError as e:  # --out-dir is a file, not writable, ...
-            fail(f"cannot create a run directory under {args.out_dir}: {e.strerror or e}")
+            fail(f"cannot create a run directory under {args.out_dir}: {reason(e)}")
     fail(f"cannot create a run directory under {args.out_dir}")
 
 
@@ -585,114 +552,43 @@ def first_non_finite(bad, step, values):
 def stop_if_non_finite(bad, names, run_dir, saved_step):
     first, *values = bad.tolist() if bad is not None else [0]
     if first:
-        kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "no checkpoint yet"
-        fail(f"non-finite loss at step {int(first)} ({', '.join(f'{k} {v}' for k, v in zip(names, values))}); stopped, {kept}", code=1)
+        kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "none yet"
+        fail(f"non-finite loss at step {int(first)} ({', '.join(f'{k} {v}' for k, v in zip(names, values))}); "
+             f"stopped, {kept}", code=1)
 
 
-@torch.no_grad()
-def generate(G, n, args, device, batch_size=500):
-    """n samples of G in eval mode, batch by batch, from noise seeded by --seed alone: the same images each call (the
-    same for --generate, --evaluate and the classifier metrics: the noise depends on the batch size, so it is one)."""
-    noise = torch.Generator().manual_seed(args.seed)
-    G.eval()
-    for start in range(0, n, batch_size):
-        yield G(torch.randn(min(batch_size, n - start), args.z_dim, generator=noise).to(device))
 
-
-def progress(label, n):
-    """A callback (done, total) printing a line with images/s and the ETA at each tenth."""
-    start, printed = time.time(), set()
-
-    def show(done, total=n):
-        if 10 * done // total not in printed:
-            printed.add(10 * done // total)
-            rate = done / max(time.time() - start, 1e-9)
-            print(f"{label}: {done}/{total} images | {rate:.0f} images/s | ETA {datetime.timedelta(seconds=round((total - done) / rate))}", flush=True)
-    return show
-
-
-def use_checkpoint(args, G, dataset, ckpt, run_dir, device):
-    """--generate N: N samples as 8-bit PNGs (rounded as fid.to_uint8) in a new folder; --evaluate N: FID and IS of
-    N samples against N training images, and on mnist / stacked-mnist the classifier metrics of the same N samples,
-    written to evaluate_step<S>.json in the run directory. No training; returns what it measured."""
-    step = ckpt["counters"][0]
-    result = {"checkpoint": str(run_dir / "checkpoint.pt"), "step": step}
+def use_checkpoint(args, G, evaluator, ckpt, device):
+    """--generate N: N samples of G as 8-bit PNGs in a new folder; --evaluate N: FID and IS of N samples against N
+    training images, and on mnist / stacked-mnist the classifier metrics of the same N samples, written to
+    evaluate_step<S>_n<N>.json in the run directory. No training; returns what it measured."""
+    step, run_dir = ckpt["step"], ckpt["path"].parent
+    result = {"checkpoint": str(ckpt["path"]), "step": step}
     if args.generate:
         out = Path(args.generate_dir or run_dir / f"generated_step{step:07d}_n{args.generate}")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            fail(f"{out} exists and is not an empty folder; not overwriting it (choose --generate-dir)")
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            shown, done = progress(f"generating into {out}", args.generate), 0
-            for images in generate(G, args.generate, args, device):
-                for image in fid.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy():
-                    Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image).save(out / f"{done:06d}.png")
-                    done += 1
-                shown(done)
+            fid.save_pngs(fid.samples(G, args.generate, args.z_dim, args.seed, device), out, args.generate)
+        except ValueError as e:  # not an empty folder
+            fail(f"{e} (choose --generate-dir)")
         except OSError as e:
-            fail(f"cannot write samples to {out}: {e.strerror or e}")
+            fail(f"cannot write samples to {out}: {reason(e)}")
         result["generated"] = str(out)
-    if args.evaluate and args.fid:
-        try:
-            inception = fid.load_inception(args.fid_weights, device)
-        except fid.FIDWeightsError as e:
-            fail(str(e))
-        ref_stats = fid.reference_statistics(dataset, reference_name(args), "train", args.image_size, inception,
-                                             Path(args.out_dir) / "fid_stats", n=args.evaluate, device=device,
-                                             num_workers=args.num_workers)
-        samples = (chunk for images in generate(G, args.evaluate, args, device) for chunk in images.split(50))
-        scores = fid.fid_from_generator(samples, args.evaluate, ref_stats, inception, device=device,
-                                        progress=progress("evaluating", args.evaluate))
-        result |= scores
-        print(f"FID {scores['fid']:.4f} | IS {scores['is_mean']:.4f} +/- {scores['is_std']:.4f} "
-              f"({args.evaluate} samples, step {step})")
-    classifier = classifier_setup(args, device) if args.evaluate else None
-    if classifier:
-        result |= classifier_metrics(classifier, G, args, device, args.evaluate)
-        print(" | ".join(f"{k} {v:.4f}" for k, v in result.items() if k in ("modes", "modes_kl", "classifier_fd", "class_kl"))
-              + f" ({args.evaluate} samples, step {step})")
     if args.evaluate:
+        scores = evaluator(G, args.z_dim, args.seed)
+        print(" | ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({args.evaluate} samples, step {step})")
         path = run_dir / f"evaluate_step{step:07d}_n{args.evaluate}.json"
         try:
-            path.write_text(json.dumps(result | {"samples": args.evaluate}, indent=2))
+            path.write_text(json.dumps(result | scores | {"samples": args.evaluate}, indent=2))
         except OSError as e:
-            fail(f"cannot write {path}: {e.strerror or e}", code=1)
+            fail(f"cannot write {path}: {reason(e)}", code=1)
         print(f"written to {path}")
+        result |= scores
     return result
 
 
-def classifier_setup(args, device):
-    """On mnist and stacked-mnist: the MNIST classifier of fid.py (trained from the training set on first use, then
-    cached) and, for mnist, the statistics of its features on the training digits; None on other datasets."""
-    if args.dataset not in ("mnist", "stacked-mnist"):
-        return None
-    try:
-        model, accuracy = fid.mnist_classifier(args.data_root, Path(args.out_dir) / "fid_stats", device, args.download)
-        reference = fid.statistics(fid.classify(model, fid.mnist_digits(args.data_root, True)[0])[0]) if args.dataset == "mnist" else None
-    except ValueError as e:
-        fail(str(e))
-    print(f"MNIST classifier: {100 * accuracy:.2f} % accuracy on the official test set")
-    return model, reference
-
-
-def classifier_metrics(classifier, G, args, device, n=None):
-    """Stacked MNIST: modes covered and their KL to uniform; MNIST: classifier FD and class KL (fid.py), of n samples
-    of G (default --classifier-samples), rounded to 8 bits as saved images and seen at the classifier's 32x32."""
-    model, reference = classifier
-    images = torch.cat([fid.to_uint8(nn.functional.interpolate(x, size=32, mode="bilinear", antialias=True) if x.shape[-1] != 32 else x).cpu()
-                        for x in generate(G, n or args.classifier_samples, args, device)])
-    G.train()
-    return fid.stacked_mnist_modes(model, images) if args.dataset == "stacked-mnist" else fid.mnist_quality(model, images, reference)
-
-
-def reference_name(args):
-    """The FID statistics cache's name of the training set (a folder is named by its path's hash)."""
-    return args.dataset if args.dataset != "folder" else f"folder-{zlib.crc32(os.path.abspath(args.data_root).encode()):08x}"
-
 
 def main(argv=None):
-    args = parse_args(argv)
-    exit_if_finished(args)
+    args, ckpt = parse_args(argv)
     device = pick_device(args.device)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -713,35 +609,37 @@ def main(argv=None):
     optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
                   "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
 
-    # TRY NOT TO MODIFY: the EMA generator, resume or use a checkpoint, start a run, logging, FID setup
+    # TRY NOT TO MODIFY: the EMA generator, the checkpoint's states, evaluation, a new or continued run directory
     if args.ema_decay:  # samples and FID come from the average of G's weights
         models["G_ema"] = copy.deepcopy(G).requires_grad_(False)
     G_sample = models.get("G_ema", G)
-    ckpt, run_dir = load_checkpoint(args, models, optimizers) if args.resume else (None, None)
-    if args.generate or args.evaluate:
-        if not ckpt:
-            fail(f"no checkpoint to use under {args.out_dir}/ (--resume auto)")
-        return use_checkpoint(args, G_sample, dataset, ckpt, run_dir, device)
-    step, batches_used, best_fid, last_fid = (ckpt or {}).get("counters", (0, 0, None, None))
-    wall_before = (ckpt or {}).get("wall_time", 0.0)  # seconds of the run's earlier parts
-    start_rng = ckpt["rng"] if ckpt else rng_state()
-    # everything the run needs is checked before anything is written: a failed start leaves nothing behind
-    images = load_images(dataset, args)
+    try:
+        for name, module in (models | {f"opt_{k}": o for k, o in optimizers.items()}).items() if ckpt else ():
+            module.load_state_dict(ckpt[name])
+    except Exception as e:
+        fail(f"cannot resume from {ckpt['path']}: {reason(e)}")
+    rng = ckpt["rng"] if ckpt else rng_state()  # whatever the setup draws next (Inception init, ...) is undone
+    images = None if args.generate or args.evaluate else load_images(dataset, args)
     images = images if images is None else images.to(device)
-    if args.eval_every and args.fid:
+    evaluator = None
+    if args.eval_every or args.evaluate:  # Inception, reference statistics, MNIST classifier: before any file
         try:
-            inception = fid.load_inception(args.fid_weights, device)
-            ref_stats = fid.reference_statistics(dataset, reference_name(args), "train", args.image_size, inception, Path(args.out_dir) / "fid_stats",
-                                                 n=args.fid_samples, device=device, num_workers=args.num_workers)
-        except fid.FIDWeightsError as e:
+            n_fid, n_classifier = args.fid * (args.evaluate or args.fid_samples), args.evaluate or args.classifier_samples
+            evaluator = fid.Evaluator(dataset, args.dataset, args.data_root, args.image_size, device,
+                                      Path(args.out_dir) / "fid_stats", n_fid, n_classifier, args.fid_weights,
+                                      args.download, args.num_workers)
+        except (fid.FIDWeightsError, ValueError) as e:
             fail(str(e))
-    classifier = classifier_setup(args, device) if args.eval_every else None  # after FID: its errors come first
+    if args.generate or args.evaluate:
+        return use_checkpoint(args, G_sample, evaluator, ckpt, device)
     if args.track:
         try:
             import wandb
         except ImportError:
             fail("--track needs wandb: pip install wandb")
-    run_dir, new = (run_dir, False) if run_dir else (new_run_dir(args), True)
+    run_dir = ckpt["path"].parent if ckpt else new_run_dir(args)
+    step, batches_used = (ckpt["step"], ckpt["batches_used"]) if ckpt else (0, 0)
+    fids, wall_before = (ckpt["fids"], ckpt["wall_time"]) if ckpt else ([], 0.0)  # the run's earlier parts
     try:
         metrics = run_dir / "metrics.jsonl"  # on resume, lines after the checkpoint's step are logged again
         lines = metrics.read_text().splitlines() if metrics.exists() else []
@@ -750,44 +648,44 @@ def main(argv=None):
         (run_dir / "samples").mkdir(exist_ok=True)
         (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
     except OSError as e:
-        if new:
+        if not ckpt:
             shutil.rmtree(run_dir, ignore_errors=True)
-        fail(f"cannot write to {run_dir}: {e.strerror or e}")
+        fail(f"cannot write to {run_dir}: {reason(e)}")
     if args.track:
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
                    dir=str(run_dir), sync_tensorboard=True)
     writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
     fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
     ema = "_ema" if args.ema_decay else ""  # metrics of the EMA generator say so in their names
-    saved_step, interrupted, values, stats, bad = (step if ckpt else None), [], {}, {}, None
+    saved_step, interrupted, losses, logged, bad = (step if ckpt else None), False, {}, {}, None
 
     def checkpoint():
         nonlocal saved_step
-        stop_if_non_finite(bad, stats, run_dir, saved_step)  # never save weights that a non-finite step has touched
+        stop_if_non_finite(bad, losses, run_dir, saved_step)  # never save weights that a non-finite step touched
         try:
             save_checkpoint(run_dir / "checkpoint.pt", {
-                "counters": (step, batches_used, best_fid, last_fid), "args": vars(args), "rng": rng_state(),
-                "wall_time": wall_before + time.time() - start_time,
-                "models": {k: m.state_dict() for k, m in models.items()},
-                "optimizers": {k: o.state_dict() for k, o in optimizers.items()}})
+                "step": step, "batches_used": batches_used, "fids": fids, "args": vars(args), "rng": rng_state(),
+                "wall_time": wall_before + time.time() - start_time, **{k: m.state_dict() for k, m in models.items()},
+                **{f"opt_{k}": o.state_dict() for k, o in optimizers.items()}})
         except OSError as e:
             kept = f"the last one is of step {saved_step}" if saved_step else "none was written"
-            fail(f"cannot write {run_dir / 'checkpoint.pt'}: {e.strerror or e}; {kept}", code=1)
+            fail(f"cannot write {run_dir / 'checkpoint.pt'}: {reason(e)}; {kept}", code=1)
         saved_step = step
 
     def on_sigint(*_):
+        nonlocal interrupted
         if interrupted:
             raise KeyboardInterrupt  # second Ctrl-C: abort at once
-        interrupted.append(True)
+        interrupted = True
         print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
     batches = infinite_batches(dataset, images, args, device, start=batches_used)
-    set_rng_state(start_rng)  # whatever the setup drew (Inception init, ...), training noise starts here
+    set_rng_state(rng)
     start_time = last_log_time = time.time()
     last_log_step = step
-    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images, {'streamed' if images is None else 'in memory'}) "
-          f"on {device}; run directory {run_dir}")
+    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images, "
+          f"{'streamed' if images is None else 'in memory'}) on {device}; run directory {run_dir}")
     try:
         while step < args.total_steps and not interrupted:
             # ALGO LOGIC: n_critic discriminator updates on fresh real batches, then one generator update
@@ -814,44 +712,39 @@ def main(argv=None):
             loss_g.backward(inputs=list(G.parameters()))  # G's gradients only: D's would be thrown away
             optimizers["G"].step()
             step += 1
-            stats = {"d_loss": loss_d, "g_loss": loss_g, "d_real": d_score(real_logits), "d_fake": d_score(fake_logits),
+            losses = {"d_loss": loss_d, "g_loss": loss_g, "d_real": d_score(real_logits), "d_fake": d_score(fake_logits),
                      "gamma": loss_d.new_full((), gamma)}  # a fill: a host-to-device copy would wait
             if gamma:
-                stats.update(omega=reg.omega, omega_real=reg.omega_real, omega_fake=reg.omega_fake)
+                losses.update(omega=reg.omega, omega_real=reg.omega_real, omega_fake=reg.omega_fake)
 
-            # TRY NOT TO MODIFY: EMA, non-finite check (read only where the host waits anyway), logging, samples, FID, checkpoints
+            # TRY NOT TO MODIFY: EMA, the non-finite check (read only at log steps), logging, samples, evaluation
             if args.ema_decay:
                 ema_update(models["G_ema"], G, args.ema_decay)
-            stats_t = torch.stack([v.detach().float() for v in stats.values()])
-            bad = first_non_finite(bad, step, stats_t)
+            values = torch.stack([v.detach().float() for v in losses.values()])  # one device read per log step
+            bad = first_non_finite(bad, step, values)
             record = {"step": step}
             if step % args.log_every == 0 or step == args.total_steps:
-                stop_if_non_finite(bad, stats, run_dir, saved_step)
-                values = dict(zip(stats, stats_t.tolist()))
+                stop_if_non_finite(bad, losses, run_dir, saved_step)
+                logged = dict(zip(losses, values.tolist()))
                 sps = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
                 last_log_step, last_log_time = step, time.time()
-                record.update(values, sps=sps)
-                print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in values.items())
-                      + f" | {sps:.2f} steps/s | ETA {datetime.timedelta(seconds=round((args.total_steps - step) / sps))}", flush=True)
+                record |= logged | {"sps": sps}
+                eta = datetime.timedelta(seconds=round((args.total_steps - step) / sps))
+                print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in logged.items())
+                      + f" | {sps:.2f} steps/s | ETA {eta}", flush=True)
             if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
                 grid = sample_grid(G_sample, fixed_z)
                 save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
                 if writer:
                     writer.add_image("samples", grid, step)
-            if args.eval_every and args.fid and (step % args.eval_every == 0 or step == args.total_steps):
-                noise = torch.Generator().manual_seed(args.seed + step)  # own RNG: evaluating never shifts training noise
-                G_sample.eval()
-                with torch.no_grad():
-                    scores = fid.fid_from_generator(lambda n: G_sample(torch.randn(n, args.z_dim, generator=noise).to(device)),
-                                                    args.fid_samples, ref_stats, inception, device=device)
-                G_sample.train()
-                last_fid, best_fid = scores["fid"], min(scores["fid"], best_fid or math.inf)
-                record.update({f"fid{ema}": last_fid, f"inception_score{ema}": scores["is_mean"]})
-                print(f"step {step}: FID{ema.replace('_', ' ')} {last_fid:.2f} (best {best_fid:.2f}), IS {scores['is_mean']:.2f}", flush=True)
-            if classifier and (step % args.eval_every == 0 or step == args.total_steps):  # mnist, stacked-mnist
-                scores = classifier_metrics(classifier, G_sample, args, device)
-                record.update({f"{k}{ema}": v for k, v in scores.items()})
-                print(f"step {step}: " + " | ".join(f"{k}{ema.replace('_', ' ')} {v:.4f}" for k, v in scores.items()), flush=True)
+            if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
+                scores = evaluator(G_sample, args.z_dim, args.seed, step)
+                if "fid" in scores:
+                    fids.append(scores["fid"])
+                    scores = {"fid": fids[-1], "inception_score": scores.pop("is_mean")} | scores
+                    scores.pop("is_std", None)
+                record |= {f"{k}{ema}": v for k, v in scores.items()}
+                print(f"step {step}: " + " | ".join(f"{k}{ema} {v:.4f}" for k, v in scores.items()), flush=True)
             if len(record) > 1:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
@@ -869,11 +762,13 @@ def main(argv=None):
         if args.track:
             wandb.finish()
 
-    summary = {"run_dir": str(run_dir), "step": step, **values, "fid": last_fid, "best_fid": best_fid,
-               "fid_of": "G_ema" if ema else "G", "wall_time": wall_before + time.time() - start_time}  # all parts
+    summary = {"run_dir": str(run_dir), "step": step, **logged, "fid": fids[-1] if fids else None,
+               "best_fid": min(fids, default=None), "fid_of": "G_ema" if ema else "G",
+               "wall_time": wall_before + time.time() - start_time}  # all parts
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if interrupted:
-        print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}", file=sys.stderr)
+        print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}",
+              file=sys.stderr)
         sys.exit(130)
     return summary
 

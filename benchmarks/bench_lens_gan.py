@@ -70,7 +70,7 @@ def main(argv=None):
     print("| loss | n_critic | G / D width | lens | lens params | ms / iteration | x no lens |")
     print("|---|---|---|---|---|---|---|")
     for loss, c in variants:
-        defaults = lens_gan.parse_args(["--loss", loss])
+        defaults = lens_gan.parse_args(["--loss", loss])[0]
         width = args.width or defaults.ngf
         params = sum(p.numel() for p in lens_gan.Lens(3, c).parameters()) if c else 0
         ms, base = 1000 * statistics.median(times[loss, c]), 1000 * statistics.median(times[loss, 0])

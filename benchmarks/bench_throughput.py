@@ -45,7 +45,7 @@ def pipeline_images_per_s(data, batches=60, batch_size=64, device="cpu"):
     result = {}
     for stream in (True, False):
         args = gan.parse_args(["--dataset", "folder", "--data-root", data, "--batch-size", str(batch_size), "--num-workers", "2"]
-                              + (["--stream-data"] if stream else []))
+                              + (["--stream-data"] if stream else []))[0]
         dataset = gan.make_dataset(args)
         images = gan.load_images(dataset, args)
         it = gan.infinite_batches(dataset, None if images is None else images.to(device), args, torch.device(device))

@@ -87,8 +87,8 @@ def tensors(state, prefix=""):
 
 def largest_difference(a, b):
     """0.0 when the two checkpoints' models and optimizers are identical, else the largest absolute difference
-    (inf when their tensors differ in names or shapes)."""
-    ta, tb = (tensors({k: c[k] for k in ("models", "optimizers")}) for c in (a, b))
+    (inf when their tensors differ in names or shapes). The RNG states are left out."""
+    ta, tb = (tensors({k: v for k, v in c.items() if k != "rng"}) for c in (a, b))
     if ta.keys() != tb.keys() or any(ta[k].shape != tb[k].shape for k in ta):
         return math.inf
     return max([(ta[k].double() - tb[k].double()).abs().max().item() for k in ta if ta[k].numel()] + [0.0])
@@ -99,7 +99,7 @@ def data_wait(script, flags, device, sps, batches_per_step, draws=50):
     spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    args = module.parse_args(flags)
+    args = module.parse_args(flags)[0]
     dataset = module.make_dataset(args)
     images = module.load_images(dataset, args)
     dev = torch.device(device)
@@ -164,15 +164,13 @@ def check(script, extra, data_root, device, steps, work, deadline):
     same_metrics = metrics(a_dir) == metrics(b_dir)
     difference = largest_difference(a_ckpt, b_ckpt)
     sps = json.loads((b_dir / "metrics.jsonl").read_text().splitlines()[-1])["sps"]
-    counters = b_ckpt.get("counters")
-    batches_used = b_ckpt["batches_used"] if "batches_used" in b_ckpt else counters[1]
-    draw_s, share = data_wait(script, flags, device, sps, batches_used / steps)
+    draw_s, share = data_wait(script, flags, device, sps, b_ckpt["batches_used"] / steps)
     return {
         "script": script,
         "steps": steps,
         "steps_per_s": round(sps, 3),
         "run_s": round(b_seconds, 1),
-        "batches_per_step": batches_used / steps,
+        "batches_per_step": b_ckpt["batches_used"] / steps,
         "batch_draw_ms": round(1000 * draw_s, 4),
         "data_wait_share": round(share, 5),
         "peak_mem_mib": None if peak is None else round(peak / 2**20, 1),

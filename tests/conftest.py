@@ -64,6 +64,11 @@ def read_metrics(run_dir, drop=("sps",)):
     return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
 
 
+def states(ckpt):
+    """The names of the state dicts a checkpoint holds (models and optimizers, the latter as opt_<model>)."""
+    return {k for k, v in ckpt.items() if isinstance(v, dict) and k not in ("args", "rng")}
+
+
 def check_run_dir(summary, steps, sample_steps):
     """The run directory has everything SPEC §2 promises and summary.json equals what main returned."""
     run_dir = Path(summary["run_dir"])
@@ -73,7 +78,7 @@ def check_run_dir(summary, steps, sample_steps):
     assert sorted(p.name for p in (run_dir / "samples").glob("step_*.png")) >= [f"step_{s:07d}.png" for s in sample_steps]
     assert list(run_dir.glob("events.out.tfevents.*")), "no TensorBoard events"
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert ckpt["counters"][0] == steps
+    assert ckpt["step"] == steps
     return run_dir, ckpt
 
 

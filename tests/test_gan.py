@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import gan
-from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script
+from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script, states
 
 REAL, FAKE = torch.tensor([0.0, 2.0]), torch.tensor([-1.0, 1.0])
 sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
@@ -63,7 +63,7 @@ def test_networks_shapes_and_init(size):
 
 
 def test_parse_args_defaults_are_dcgan():
-    args = gan.parse_args([])
+    args = gan.parse_args([])[0]
     assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.batch_size, args.loss) == (2e-4, 2e-4, 0.5, 0.999, 64, "gan")
     assert args.exp_name == "gan" and args.eval_every == 0
 
@@ -79,7 +79,7 @@ def test_mnist_end_to_end(data_root, tmp_path):
     summary = gan.main(TINY + ["--data-root", data_root, "--total-steps", "4", "--out-dir", str(tmp_path)])
     run_dir, ckpt = check_run_dir(summary, 4, [2, 4])
     assert set(read_metrics(run_dir)[0]) == {"step", "d_loss", "g_loss", "d_real", "d_fake"}
-    assert set(ckpt["models"]) == {"G", "D"} and set(ckpt["optimizers"]) == {"G", "D"}
+    assert states(ckpt) == {"G", "D", "opt_G", "opt_D"}
     assert all(math.isfinite(summary[k]) for k in ("d_loss", "g_loss"))
     from PIL import Image
     assert Image.open(run_dir / "samples" / "step_0000004.png").size == (8 * 16 + 9 * 2, 8 * 16 + 9 * 2)  # 8x8 grid
@@ -97,7 +97,7 @@ def test_resume_is_exact(data_root, tmp_path):
     full, resumed = check_resume_exact(gan.main, TINY + ["--data-root", data_root, "--checkpoint-every", "0"], tmp_path)
     a = torch.load(Path(full["run_dir"]) / "checkpoint.pt", weights_only=True)
     b = torch.load(Path(resumed["run_dir"]) / "checkpoint.pt", weights_only=True)
-    assert all(torch.equal(a["models"]["G"][k], b["models"]["G"][k]) for k in a["models"]["G"])
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(data_root, tmp_path):
@@ -111,8 +111,8 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(data_root, tmp_path):
 
 
 def test_stacked_mnist_is_seeded_rgb(data_root):
-    a = gan.make_dataset(gan.parse_args(["--dataset", "stacked-mnist", "--data-root", data_root, "--seed", "3"]))
-    b = gan.make_dataset(gan.parse_args(["--dataset", "stacked-mnist", "--data-root", data_root, "--seed", "3"]))
+    a = gan.make_dataset(gan.parse_args(["--dataset", "stacked-mnist", "--data-root", data_root, "--seed", "3"])[0])
+    b = gan.make_dataset(gan.parse_args(["--dataset", "stacked-mnist", "--data-root", data_root, "--seed", "3"])[0])
     image, mode = a[5]
     assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
     assert torch.equal(image, b[5][0]) and mode == b[5][1] and 0 <= mode < 1000
@@ -123,7 +123,7 @@ def test_stacked_mnist_is_seeded_rgb(data_root):
 
 
 def test_mnist_is_padded_to_32_and_mapped_to_minus_one_one(data_root):
-    image, _ = gan.make_dataset(gan.parse_args(["--dataset", "mnist", "--data-root", data_root]))[0]
+    image, _ = gan.make_dataset(gan.parse_args(["--dataset", "mnist", "--data-root", data_root])[0])[0]
     image = gan.to_model_range(image)
     assert image.shape == (1, 32, 32)
     assert (image[:, :2] == -1).all() and (image[:, :, -2:] == -1).all() and image.max() == 1  # 2-pixel black border
@@ -153,7 +153,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_root, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     run_dir = next(tmp_path.glob("*"))
-    step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["counters"][0]
+    step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     assert step >= 2 and read_metrics(run_dir)[-1]["step"] == step
 
 
@@ -169,12 +169,12 @@ def test_non_finite_loss_stops_with_a_clear_message(data_root, tmp_path, capsys,
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "non-finite loss at step 3" in err[0] and "d_loss nan" in err[0] and "step 2" in err[0]
-    assert torch.load(next(tmp_path.glob("*/checkpoint.pt")), weights_only=True)["counters"][0] == 2  # last good one kept
+    assert torch.load(next(tmp_path.glob("*/checkpoint.pt")), weights_only=True)["step"] == 2  # last good one kept
 
 
 @pytest.mark.parametrize("args, expected", [
     (["--dataset", "imagenet"], ["invalid choice", "imagenet"]),
-    (["--batch-size", "0"], ["--batch-size", "positive"]),
+    (["--batch-size", "0"], ["--batch-size", "> 0"]),
     (["--lr-d", "-1e-4"], ["--lr-d"]),
     (["--image-size", "24"], ["--image-size", "24"]),
     (["--loss", "wgan"], ["--loss"]),
@@ -203,7 +203,7 @@ def test_bad_checkpoints(data_root, tmp_path, capsys):
 
 def test_cli_error_is_one_line_without_traceback():
     out = run_script("gan.py", "--batch-size", "0")
-    assert out.returncode == 2 and out.stderr.strip() == "gan.py: error: --batch-size must be positive, got 0"
+    assert out.returncode == 2 and out.stderr.strip() == "gan.py: error: argument --batch-size: must be > 0, got 0"
 
 
 def test_fid_during_training(data_root, tmp_path):

@@ -19,8 +19,8 @@ DATA = ROOT.parent / "shared" / "data"
 def checkpoint(w):
     return {
         "step": 2,
-        "models": {"G": {"w": torch.tensor([1.0, w])}},
-        "optimizers": {"G": {"state": {0: {"exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 1e-3}]}},
+        "G": {"w": torch.tensor([1.0, w])},
+        "opt_G": {"state": {0: {"exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 1e-3}]},
     }
 
 
@@ -28,7 +28,7 @@ def test_largest_difference_of_checkpoints():
     assert gpu_check.largest_difference(checkpoint(2.0), checkpoint(2.0)) == 0.0
     assert gpu_check.largest_difference(checkpoint(2.0), checkpoint(2.25)) == 0.25
     other = checkpoint(2.0)
-    other["models"]["G"]["v"] = torch.zeros(1)  # a tensor the other lacks
+    other["G"]["v"] = torch.zeros(1)  # a tensor the other lacks
     assert gpu_check.largest_difference(checkpoint(2.0), other) == math.inf
 
 

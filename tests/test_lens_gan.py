@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lens_gan
-from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script
+from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script, states
 
 SMALL = TINY + ["--ngf", "8", "--ndf", "8", "--lens-channels", "4"]
 LENS_KEYS = {"lens_loss", "lens_adv_term", "lens_rec_loss", "lens_lambda", "lens_abs_err"}
@@ -106,14 +106,14 @@ def test_gradient_penalty_closed_forms():
 
 
 def test_parse_args_defaults_per_loss():
-    gan = lens_gan.parse_args([])
+    gan = lens_gan.parse_args([])[0]
     assert (gan.loss, gan.lr_g, gan.lr_d, gan.lr_lens, gan.beta1, gan.beta2, gan.n_critic, gan.batch_size) == \
         ("gan", 1e-4, 1e-4, 1e-4, 0.5, 0.999, 1, 64)
     assert (gan.lens, gan.lens_k, gan.lens_lambda, gan.lens_channels, gan.ngf, gan.exp_name) == \
         (True, 10_000, None, 32, 64, "lens_gan")
-    wgan = lens_gan.parse_args(["--loss", "wgan-gp"])
+    wgan = lens_gan.parse_args(["--loss", "wgan-gp"])[0]
     assert (wgan.beta2, wgan.n_critic, wgan.gp_lambda, wgan.ngf, wgan.ndf, wgan.z_dim) == (0.9, 5, 10.0, 128, 128, 128)
-    assert lens_gan.parse_args(["--loss=wgan-gp", "--n-critic", "2"]).n_critic == 2  # explicit flags win
+    assert lens_gan.parse_args(["--loss=wgan-gp", "--n-critic", "2"])[0].n_critic == 2  # explicit flags win
 
 
 def test_import_has_no_side_effects(tmp_path):
@@ -208,7 +208,7 @@ def test_no_lens_starts_from_the_same_g_and_d(data_root, tmp_path, adam_spy):
     assert set(read_metrics(run_dir)[0]) == {"step", "d_loss", "g_loss", "d_real", "d_fake"}
     lensed = read_metrics(next(p for p in tmp_path.glob("mnist__lens_gan__1__*") if str(p) != baseline["run_dir"]))
     assert lensed[0]["d_fake"] == read_metrics(run_dir)[0]["d_fake"]  # same D, G and noise z: the lens draws no training noise
-    assert set(ckpt["models"]) == {"G", "D"} and not list((run_dir / "samples").glob("lens_*"))
+    assert states(ckpt) == {"G", "D", "opt_G", "opt_D"} and not list((run_dir / "samples").glob("lens_*"))
 
 
 @pytest.mark.parametrize("loss", ["gan", "lsgan", "wgan-gp"])
@@ -224,9 +224,9 @@ def test_mnist_end_to_end(loss, data_root, tmp_path):
     for m in metrics:
         assert m["lens_loss"] == pytest.approx(m["lens_adv_term"] + m["lens_rec_loss"], rel=1e-5)  # eq. (3)
         assert m["lens_abs_err"] ** 2 <= m["lens_rec_loss"] * (1 + 1e-5)  # mean|e|^2 <= mean e^2
-    assert set(ckpt["models"]) == set(ckpt["optimizers"]) == {"G", "D", "lens"}
+    assert states(ckpt) == {"G", "D", "lens", "opt_G", "opt_D", "opt_lens"}
     has_bn = lambda sd: any("running_mean" in k for k in sd)  # noqa: E731
-    assert (has_bn(ckpt["models"]["G"]), has_bn(ckpt["models"]["D"])) == (loss != "lsgan", loss == "gan")
+    assert (has_bn(ckpt["G"]), has_bn(ckpt["D"])) == (loss != "lsgan", loss == "gan")
 
 
 def test_fixed_lambda(data_root, tmp_path):
@@ -239,8 +239,8 @@ def test_resume_is_exact_with_the_lens(data_root, tmp_path):
     full, resumed = check_resume_exact(lens_gan.main, args, tmp_path, total=6, first=3)
     a = torch.load(Path(full["run_dir"]) / "checkpoint.pt", weights_only=True)
     b = torch.load(Path(resumed["run_dir"]) / "checkpoint.pt", weights_only=True)
-    assert all(torch.equal(v, b["models"]["lens"][k]) for k, v in a["models"]["lens"].items())
-    exp_avg = lambda ckpt: [s["exp_avg"] for s in ckpt["optimizers"]["lens"]["state"].values()]  # noqa: E731
+    assert all(torch.equal(v, b["lens"][k]) for k, v in a["lens"].items())
+    exp_avg = lambda ckpt: [s["exp_avg"] for s in ckpt["opt_lens"]["state"].values()]  # noqa: E731
     assert all(torch.equal(x, y) for x, y in zip(exp_avg(a), exp_avg(b))) and len(exp_avg(a)) == 36
 
 
@@ -251,7 +251,7 @@ def test_fid_is_measured_against_the_real_data(data_root, tmp_path, monkeypatch)
     monkeypatch.setattr(lens_gan.fid, "fid_from_generator", lambda *a, **k: {"fid": 1.0, "is_mean": 2.0})
     summary = lens_gan.main(SMALL + ["--data-root", data_root, "--total-steps", "2", "--eval-every", "2",
                                      "--out-dir", str(tmp_path)])
-    real = lens_gan.make_dataset(lens_gan.parse_args(SMALL + ["--data-root", data_root]))
+    real = lens_gan.make_dataset(lens_gan.parse_args(SMALL + ["--data-root", data_root])[0])
     assert torch.equal(seen["ref"][3][0], real[3][0])  # the images x themselves, never L(x)
     assert summary["fid"] == 1.0 and read_metrics(summary["run_dir"])[-1]["fid"] == 1.0
 
@@ -268,7 +268,7 @@ def test_image_folder_cli_wgan_gp(image_folder, tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--loss", "hinge"], ["--loss", "invalid choice"]),
-    (["--lens-k", "0"], ["--lens-k", "positive"]),
+    (["--lens-k", "0"], ["--lens-k", "> 0"]),
     (["--lens-channels", "-4"], ["--lens-channels"]),
     (["--lens-lambda", "-1"], ["--lens-lambda", ">= 0"]),
     (["--lens-lambda", "nan"], ["--lens-lambda"]),

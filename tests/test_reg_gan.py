@@ -13,7 +13,7 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 import gan
 import reg_gan as reg
-from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script
+from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script, states
 
 sig = lambda t: 1 / (1 + math.exp(-t))  # noqa: E731
 SMALL = ["--ngf", "8", "--ndf", "8"]
@@ -167,7 +167,7 @@ def test_add_noise():
 
 
 def test_parse_args_defaults_are_the_papers():
-    args = reg.parse_args([])
+    args = reg.parse_args([])[0]
     assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.batch_size, args.loss) == (2e-4, 2e-4, 0.5, 0.999, 64, "gan")
     assert (args.gamma, args.anneal, args.noise_std, args.exp_name) == (2.0, True, 0.0, "reg_gan")
 
@@ -187,7 +187,7 @@ def test_mnist_end_to_end(data_root, tmp_path):
     assert [m["gamma"] for m in metrics] == pytest.approx([reg.gamma_schedule(t, 4, 2.0, True) for t in range(4)])
     for m in metrics:
         assert m["omega"] == pytest.approx(m["omega_real"] + m["omega_fake"], rel=1e-5) and m["omega_real"] > 0 < m["omega_fake"]
-    assert set(ckpt["models"]) == {"G", "D"} and set(ckpt["optimizers"]) == {"G", "D"}
+    assert states(ckpt) == {"G", "D", "opt_G", "opt_D"}
 
 
 def test_gamma_zero_is_the_plain_gan_from_the_same_init(data_root, tmp_path):
@@ -266,7 +266,7 @@ def test_resume_is_exact_while_annealing(data_root, tmp_path, monkeypatch):
     """gamma_t depends on --total-steps, so resume a run of the same length from its step-3 checkpoint."""
     def keep_copies(path, state, save=reg.save_checkpoint):
         save(path, state)
-        shutil.copy(path, path.with_name(f"step{state['counters'][0]}.pt"))
+        shutil.copy(path, path.with_name(f"step{state['step']}.pt"))
     monkeypatch.setattr(reg, "save_checkpoint", keep_copies)
     args = TINY + SMALL + ["--data-root", data_root, "--total-steps", "6", "--checkpoint-every", "3", "--out-dir", str(tmp_path)]
     run_dir = Path(reg.main(args)["run_dir"])

@@ -16,7 +16,7 @@ from PIL import Image
 
 import fid
 import gan
-from conftest import ROOT, SHARED_DATA, TINY, check_bad_input, check_resume_exact, read_metrics, run_script
+from conftest import ROOT, SHARED_DATA, TINY, check_bad_input, check_resume_exact, read_metrics, run_script, states
 
 METHOD_SCRIPTS = ("lens_gan.py", "aw_gan.py", "reg_gan.py", "unrolled_gan.py", "wgan_gp.py")
 # gan.py's method: its flags, networks, losses and training loop; every other definition is the shared skeleton
@@ -41,8 +41,8 @@ SHARED = sorted(definitions(ROOT / "gan.py").keys() - METHOD_SPECIFIC)
 
 def test_the_skeleton_is_not_empty():
     """Guards the test itself: the skeleton has the functions the scripts share."""
-    assert {"make_dataset", "infinite_batches", "load_checkpoint", "save_checkpoint", "rng_state", "pick_device",
-            "new_run_dir", "sample_grid", "fail", "ema_update", "use_checkpoint", "RESUMABLE"} <= set(SHARED)
+    assert {"make_dataset", "infinite_batches", "check_resume", "save_checkpoint", "rng_state", "pick_device",
+            "new_run_dir", "sample_grid", "fail", "ema_update", "use_checkpoint", "RESUMABLE", "number", "checkpoint_defaults"} <= set(SHARED)
 
 
 @pytest.mark.parametrize("script", METHOD_SCRIPTS)
@@ -80,7 +80,7 @@ def batches_both_ways(args, n=3):
 @pytest.mark.parametrize("dataset", ["mnist", "stacked-mnist", "folder"])
 def test_in_memory_batches_equal_streamed_ones_and_the_old_float_pipeline(dataset, data_root, tmp_path):
     root = data_root if dataset != "folder" else str(SHARED_DATA / "cifar10-test-jpg")
-    args = gan.parse_args(["--dataset", dataset, "--data-root", root, "--batch-size", "16", "--seed", "3"])
+    args = gan.parse_args(["--dataset", dataset, "--data-root", root, "--batch-size", "16", "--seed", "3"])[0]
     data, memory, stream = batches_both_ways(args)
     assert all(torch.equal(a, b) for a, b in zip(memory, stream))
     assert memory[0].dtype == torch.float32 and memory[0].shape[1:] == (3 if dataset != "mnist" else 1, 32, 32)
@@ -93,7 +93,7 @@ def test_in_memory_batches_equal_streamed_ones_and_the_old_float_pipeline(datase
 
 def test_epochs_roll_over_identically_both_ways(data_root):
     """Two epochs of a small folder dataset: the persistent loader re-reads its plan for every epoch."""
-    args = gan.parse_args(["--dataset", "folder", "--data-root", str(SHARED_DATA / "cifar10-test-jpg"), "--batch-size", "512"])
+    args = gan.parse_args(["--dataset", "folder", "--data-root", str(SHARED_DATA / "cifar10-test-jpg"), "--batch-size", "512"])[0]
     _, memory, stream = batches_both_ways(args, n=5)  # 3 batches per epoch: epochs 0 and 1
     assert all(torch.equal(a, b) for a, b in zip(memory, stream)) and not torch.equal(memory[0], memory[3])
 
@@ -147,7 +147,7 @@ def test_non_finite_loss_between_log_steps_stops_with_the_last_checkpoint_finite
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "non-finite loss at step 3 " in err[0] and "d_loss nan" in err[0] and "(step 2)" in err[0], err
     ckpt = torch.load(next(tmp_path.glob("*/checkpoint.pt")), weights_only=True)
-    assert ckpt["counters"][0] == 2 and all(t.isfinite().all() for m in ckpt["models"].values() for t in m.values() if t.is_floating_point())
+    assert ckpt["step"] == 2 and all(t.isfinite().all() for m in ("G", "D") for t in ckpt[m].values() if t.is_floating_point())
 
 
 def test_ema_update_closed_form():
@@ -176,8 +176,8 @@ def test_ema_changes_samples_but_not_training(data_root, tmp_path):
     off = gan.main(args + ["--out-dir", str(tmp_path / "off")])
     on = gan.main(args + ["--out-dir", str(tmp_path / "on"), "--ema-decay", "0.5"])
     assert read_metrics(off["run_dir"]) == read_metrics(on["run_dir"])
-    a, b = (torch.load(Path(s["run_dir"]) / "checkpoint.pt", weights_only=True)["models"] for s in (off, on))
-    assert set(a) == {"G", "D"} and set(b) == {"G", "D", "G_ema"}
+    a, b = (torch.load(Path(s["run_dir"]) / "checkpoint.pt", weights_only=True) for s in (off, on))
+    assert states(b) - states(a) == {"G_ema"}
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and not torch.equal(b["G_ema"]["net.0.weight"], b["G"]["net.0.weight"])
     grid = lambda s: np.asarray(Image.open(Path(s["run_dir"]) / "samples" / "step_0000003.png"))  # noqa: E731
     assert not np.array_equal(grid(off), grid(on)) and on["fid_of"] == "G_ema"
@@ -185,7 +185,7 @@ def test_ema_changes_samples_but_not_training(data_root, tmp_path):
 
 def test_resume_is_exact_with_ema(data_root, tmp_path):
     full, resumed = check_resume_exact(gan.main, SMALL + ["--data-root", data_root, "--ema-decay", "0.9"], tmp_path)
-    a, b = (torch.load(Path(s["run_dir"]) / "checkpoint.pt", weights_only=True)["models"]["G_ema"] for s in (full, resumed))
+    a, b = (torch.load(Path(s["run_dir"]) / "checkpoint.pt", weights_only=True)["G_ema"] for s in (full, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -213,10 +213,10 @@ def test_generate_writes_the_ema_generators_images_as_8bit_pngs(trained, tmp_pat
     files = sorted((tmp_path / "png").iterdir())
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(7)] and result["generated"] == str(tmp_path / "png")
     assert "images/s" in capsys.readouterr().out
-    args = gan.parse_args(["--resume", str(ckpt)])
+    args = gan.parse_args(["--resume", str(ckpt), "--generate", "7"])[0]
     G = gan.Generator(args.z_dim, 1, args.image_size, args.ngf)
-    G.load_state_dict(torch.load(ckpt, weights_only=True)["models"]["G_ema"])
-    expected = torch.cat(list(gan.generate(G, 7, args, torch.device("cpu"))))
+    G.load_state_dict(torch.load(ckpt, weights_only=True)["G_ema"])
+    expected = torch.cat(list(fid.samples(G, 7, args.z_dim, args.seed, torch.device("cpu"))))
     decoded = torch.stack([torch.from_numpy(np.array(Image.open(f))) for f in files])[:, None]
     assert torch.equal(decoded, fid.to_uint8(expected))
 
@@ -239,7 +239,7 @@ def test_checkpoint_use_bad_input(trained, tmp_path, capsys, monkeypatch):
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.png").write_bytes(b"x")
-    check_bad_input(gan.main, ["--resume", str(ckpt), "--generate", "0"], capsys, "--generate", "N > 0")
+    check_bad_input(gan.main, ["--resume", str(ckpt), "--generate", "0"], capsys, "--generate", "> 0")
     check_bad_input(gan.main, ["--generate", "5"], capsys, "--resume")
     check_bad_input(gan.main, ["--resume", str(ckpt), "--generate", "2", "--generate-dir", str(full)], capsys, "not overwriting")
     assert (full / "keep.png").read_bytes() == b"x"

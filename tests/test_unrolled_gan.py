@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 import unrolled_gan as ug
-from conftest import ROOT, TINY, check_bad_input, check_run_dir, read_metrics
+from conftest import ROOT, TINY, check_bad_input, check_run_dir, read_metrics, states
 
 LOSSES = ("gan", "mm", "lsgan", "hinge")
 
@@ -228,7 +228,7 @@ def test_the_unroll_leaves_no_trace_on_D():
 
 # ------------------------------------------------------------------------------------------------ the script
 def test_parse_args_defaults():
-    args = ug.parse_args([])
+    args = ug.parse_args([])[0]
     assert (args.unroll_steps, args.first_order, args.loss, args.ngf, args.ndf) == (5, False, "gan", 64, 64)
     assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.batch_size, args.n_critic) == (2e-4, 2e-4, 0.5, 0.999, 64, 1)
     assert args.exp_name == "unrolled_gan"
@@ -238,7 +238,7 @@ def test_import_has_no_side_effects_and_bad_input_is_one_line(tmp_path):
     """Importing (and refusing a bad flag) writes nothing; the error is one line and exit code 2, no traceback."""
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import unrolled_gan; unrolled_gan.main(['--unroll-steps', '-2'])"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.strip() == "unrolled_gan.py: error: --unroll-steps must be >= 0, got -2"
+    assert out.returncode == 2 and out.stderr.strip() == "unrolled_gan.py: error: argument --unroll-steps: must be >= 0, got -2"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -251,15 +251,15 @@ def test_mnist_end_to_end(data_root, tmp_path):
     metrics = read_metrics(run_dir)
     assert set(metrics[0]) == {"step", "d_loss", "g_loss", "g_unrolled_loss", "d_real", "d_fake", "unroll_ms"}
     assert all(math.isfinite(m[k]) for m in metrics for k in m) and all(m["unroll_ms"] > 0 for m in metrics)
-    assert set(ckpt["models"]) == {"G", "D"} and set(ckpt["optimizers"]) == {"G", "D"}
+    assert states(ckpt) == {"G", "D", "opt_G", "opt_D"}
 
 
 def test_n_critic_takes_plain_D_steps_on_fresh_batches_first(data_root, tmp_path):
     summary = ug.main(SMALL + ["--data-root", data_root, "--total-steps", "2", "--n-critic", "3", "--unroll-steps", "1",
                                "--out-dir", str(tmp_path)])
     ckpt = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)
-    assert ckpt["counters"][:2] == (2, 6) and ckpt["optimizers"]["D"]["state"][0]["step"] == 6
-    assert ckpt["optimizers"]["G"]["state"][0]["step"] == 2 and math.isfinite(summary["g_unrolled_loss"])
+    assert (ckpt["step"], ckpt["batches_used"]) == (2, 6) and ckpt["opt_D"]["state"][0]["step"] == 6
+    assert ckpt["opt_G"]["state"][0]["step"] == 2 and math.isfinite(summary["g_unrolled_loss"])
 
 
 def test_unroll_steps_change_G_only_from_the_same_init(data_root, tmp_path):
@@ -273,11 +273,11 @@ def test_unroll_steps_change_G_only_from_the_same_init(data_root, tmp_path):
     for k in ("d_loss", "g_loss", "d_real", "d_fake"):
         assert m0[k] == m2[k] == mf[k]
     assert m0["g_unrolled_loss"] != m2["g_unrolled_loss"] == mf["g_unrolled_loss"]  # same theta_D^K, value-wise
-    for k in c0["models"]["D"]:
-        assert torch.equal(c0["models"]["D"][k], c2["models"]["D"][k]) and torch.equal(c0["models"]["D"][k], cf["models"]["D"][k])
-    weights = [k for k in c0["models"]["G"] if k.endswith("weight")]
-    assert any(not torch.equal(c0["models"]["G"][k], c2["models"]["G"][k]) for k in weights)
-    assert any(not torch.equal(c2["models"]["G"][k], cf["models"]["G"][k]) for k in weights)
+    for k in c0["D"]:
+        assert torch.equal(c0["D"][k], c2["D"][k]) and torch.equal(c0["D"][k], cf["D"][k])
+    weights = [k for k in c0["G"] if k.endswith("weight")]
+    assert any(not torch.equal(c0["G"][k], c2["G"][k]) for k in weights)
+    assert any(not torch.equal(c2["G"][k], cf["G"][k]) for k in weights)
 
 
 def test_resume_is_exact(data_root, tmp_path, capsys):
@@ -292,8 +292,8 @@ def test_resume_is_exact(data_root, tmp_path, capsys):
     assert [m["step"] for m in read_metrics(resumed["run_dir"])] == [1, 2, 3, 4]
     a, b = (torch.load(Path(r["run_dir"]) / "checkpoint.pt", weights_only=True) for r in (full, resumed))
     for net in ("G", "D"):
-        assert all(torch.equal(a["models"][net][k], b["models"][net][k]) for k in a["models"][net])
-        sa, sb = a["optimizers"][net]["state"], b["optimizers"][net]["state"]
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net])
+        sa, sb = a[f"opt_{net}"]["state"], b[f"opt_{net}"]["state"]
         assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
     ckpt = str(Path(resumed["run_dir"]) / "checkpoint.pt")
     check_bad_input(ug.main, args + ["--total-steps", "5", "--resume", ckpt, "--unroll-steps", "3"], capsys,

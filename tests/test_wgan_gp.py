@@ -10,7 +10,7 @@ import torch
 from scipy import stats as scipy_stats
 
 import wgan_gp
-from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script
+from conftest import ROOT, TINY, check_bad_input, check_resume_exact, check_run_dir, read_metrics, run_script, states
 
 WIDTH = ["--ngf", "8", "--ndf", "8"]
 
@@ -197,19 +197,19 @@ def test_linear_decay():
 
 
 def test_parse_args_defaults_are_the_authors(capsys):
-    a = wgan_gp.parse_args([])
+    a = wgan_gp.parse_args([])[0]
     assert (a.arch, a.lr_g, a.lr_d, a.beta1, a.beta2, a.n_critic, a.gp_lambda, a.batch_size, a.z_dim, a.ngf, a.ndf,
             a.total_steps, a.lr_decay_steps, a.g_batch_multiple) == ("dcgan", 1e-4, 1e-4, 0.5, 0.9, 5, 10.0, 64, 128,
                                                                     128, 128, 200_000, 0, 1)
     assert a.exp_name == "wgan_gp"
-    r = wgan_gp.parse_args(["--arch", "resnet"])
+    r = wgan_gp.parse_args(["--arch", "resnet"])[0]
     assert (r.lr_g, r.lr_d, r.beta1, r.beta2, r.n_critic, r.total_steps, r.lr_decay_steps, r.g_batch_multiple) == (
         2e-4, 2e-4, 0.0, 0.9, 5, 100_000, 100_000, 2)
-    short = wgan_gp.parse_args(["--arch", "resnet", "--total-steps", "20000"])  # the decay spans the run's own length
+    short = wgan_gp.parse_args(["--arch", "resnet", "--total-steps", "20000"])[0]  # the decay spans the run's own length
     assert short.lr_decay_steps == 20_000
-    assert wgan_gp.parse_args(["--arch", "resnet", "--lr-g", "1e-3"]).lr_g == 1e-3  # explicit flags win
+    assert wgan_gp.parse_args(["--arch", "resnet", "--lr-g", "1e-3"])[0].lr_g == 1e-3  # explicit flags win
     with pytest.raises(SystemExit):
-        wgan_gp.parse_args(["--arch", "resnet", "--help"])
+        wgan_gp.parse_args(["--arch", "resnet", "--help"])[0]
     shown = " ".join(capsys.readouterr().out.split())  # --help shows the arch's defaults
     assert "(default: 0.0002)" in shown and "(default: 0.0001)" not in shown
 
@@ -230,10 +230,10 @@ def test_mnist_end_to_end(data_root, tmp_path):
     for m in metrics:  # eq. (3): L_D = -(E[D(x)] - E[D(G(z))]) + lambda * GP
         assert m["d_loss"] == pytest.approx(-m["wasserstein"] + 10 * m["gradient_penalty"], abs=1e-5)
         assert m["gradient_penalty"] >= 0 and m["grad_norm"] > 0
-    assert set(ckpt["models"]) == {"G", "D"} and set(ckpt["optimizers"]) == {"G", "D"}
-    assert not any("running_mean" in k for k in ckpt["models"]["D"])  # critic without BatchNorm
-    assert ckpt["models"]["G"]["net.7.weight"].shape[1] == 1  # MNIST: a 1-channel generator
-    assert ckpt["optimizers"]["D"]["param_groups"][0]["betas"] == (0.5, 0.9)
+    assert states(ckpt) == {"G", "D", "opt_G", "opt_D"}
+    assert not any("running_mean" in k for k in ckpt["D"])  # critic without BatchNorm
+    assert ckpt["G"]["net.7.weight"].shape[1] == 1  # MNIST: a 1-channel generator
+    assert ckpt["opt_D"]["param_groups"][0]["betas"] == (0.5, 0.9)
 
 
 def test_generator_batch_and_critic_updates_per_step(data_root, tmp_path, monkeypatch):
@@ -252,10 +252,10 @@ def test_resume_is_exact_with_lr_decay(data_root, tmp_path):
     full, resumed = check_resume_exact(wgan_gp.main, args, tmp_path, total=4, first=2)
     a = torch.load(Path(full["run_dir"]) / "checkpoint.pt", weights_only=True)
     b = torch.load(Path(resumed["run_dir"]) / "checkpoint.pt", weights_only=True)
-    assert all(torch.equal(a["models"]["D"][k], b["models"]["D"][k]) for k in a["models"]["D"])
+    assert all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
     for ckpt in (a, b):  # the lr of the last step (3 of 10 done before it): 2e-4 * (1 - 3 / 10)
-        assert ckpt["optimizers"]["G"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.7)
-        assert ckpt["optimizers"]["D"]["param_groups"][0]["betas"] == (0.0, 0.9)
+        assert ckpt["opt_G"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.7)
+        assert ckpt["opt_D"]["param_groups"][0]["betas"] == (0.0, 0.9)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -273,7 +273,7 @@ def test_bad_arguments(args, expected, capsys):
 
 def test_cli_error_is_one_line_without_traceback():
     out = run_script("wgan_gp.py", "--gp-lambda", "-1")
-    assert out.returncode == 2 and out.stderr.strip() == "wgan_gp.py: error: --gp-lambda must be finite and >= 0, got -1.0"
+    assert out.returncode == 2 and out.stderr.strip() == "wgan_gp.py: error: argument --gp-lambda: must be a finite number >= 0, got -1"
 
 
 def test_resnet_generator_runs_on_two_halves_like_the_authors():
