@@ -27,8 +27,7 @@ API (images for the network are float NCHW in [0, 1], 1 or 3 channels; training 
     reference_statistics(dataset, name, split, image_size, model, cache_dir, n=None) -> (mu, sigma)
         # dataset yields images (or (image, label)) in [-1, 1]; cached as
         # {cache_dir}/{name}_{split}_{image_size}px_n{n}.npz (mu, sigma + a fingerprint of the weights).
-    Evaluator(dataset, name, data_root, image_size, device, cache_dir, fid_samples, classifier_samples)(G, z_dim, seed)
-        # the training scripts' FID/IS and MNIST-classifier metrics; samples(...), save_pngs(...): their export
+    Evaluator(dataset, name, data_root, ...)(G, z_dim, seed): the scripts' metrics; samples, save_pngs: their export
 
 Usage: python fid.py runs/samples_folder cifar10:train --data-root data   (folders, .npz stats or DATASET:SPLIT)
 """
@@ -442,7 +441,8 @@ def reference_statistics(dataset, name, split, image_size, model, cache_dir, n=N
                 return f["mu"], f["sigma"]
     print(f"fid: computing reference statistics of {n} {name}:{split} images -> {path}", flush=True)
     if n < len(dataset):
-        dataset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist())
+        subset = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
+        dataset = torch.utils.data.Subset(dataset, subset.tolist())
     pool3, _ = activations(dataset, model, batch_size, device, n=n, num_workers=num_workers,
                            transform=to_unit_interval, progress=progress)
     mu, sigma = statistics(pool3)
@@ -464,8 +464,9 @@ class MNISTClassifier(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5, padding=2),
-                                      nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 8 * 8, 256), nn.ReLU())
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                      nn.Linear(32 * 8 * 8, 256), nn.ReLU())
         self.head = nn.Linear(256, 10)
 
     def forward(self, x):
@@ -485,9 +486,11 @@ def train_mnist_classifier(images, labels, steps=CLASSIFIER_STEPS, seed=0, devic
         for index in torch.randperm(len(images), generator=rng).split(batch_size)[:steps - done]:
             n = len(index)
             angle = (torch.rand(n, generator=rng) * 2 - 1) * math.radians(10)
-            scale, shift = 1 + (torch.rand(n, generator=rng) * 2 - 1) * 0.1, (torch.rand(n, 2, generator=rng) * 2 - 1) * 2 / 16
+            scale = 1 + (torch.rand(n, generator=rng) * 2 - 1) * 0.1
+            shift = (torch.rand(n, 2, generator=rng) * 2 - 1) * 2 / 16
             cos, sin = scale * angle.cos(), scale * angle.sin()
-            theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1).to(device)
+            theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+            theta = theta.to(device)
             x = images[index].to(device).float().div(255)
             x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
             for group in optimizer.param_groups:
@@ -586,7 +589,8 @@ def progress(label, file=None):
             printed.add(10 * done // total)
             rate = done / max(time.time() - start, 1e-9)
             eta = datetime.timedelta(seconds=round((total - done) / rate))
-            print(f"{label}: {done}/{total} images | {rate:.0f} images/s | ETA {eta}", file=file or sys.stdout, flush=True)
+            print(f"{label}: {done}/{total} images | {rate:.0f} images/s | ETA {eta}", file=file or sys.stdout,
+                  flush=True)
     return show
 
 
@@ -600,21 +604,18 @@ def save_pngs(batches, out, n):
     show, done = progress(f"generating into {out}"), 0
     for images in batches:
         for image in to_uint8(images).permute(0, 2, 3, 1).cpu().numpy():
-            Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image).save(os.path.join(out, f"{done:06d}.png"))
+            image = Image.fromarray(image.squeeze(2) if image.shape[2] == 1 else image)
+            image.save(os.path.join(out, f"{done:06d}.png"))
             done += 1
         show(done, n)
 
 
 class Evaluator:
     """What the training scripts measure of a generator: FID and IS against the training images, and on MNIST and
-    stacked MNIST the classifier metrics. What it needs (Inception weights, reference statistics, the classifier) is
-    loaded when it is built, so that a missing file stops a run before it starts.
-
-    Params: dataset: the training set (images or (image, label), uint8 or in [-1, 1]); name: its --dataset name;
-        data_root: its folder (and MNIST's); device; cache_dir: where reference statistics and the classifier are
-        cached; fid_samples: images per FID, generated and real (0: no FID); classifier_samples: images per
-        classifier evaluation; fid_weights, download, num_workers: as load_inception, mnist_classifier, activations.
-    Raises: FIDWeightsError without Inception weights, ValueError without MNIST for the classifier."""
+    stacked MNIST the classifier metrics; all it needs is loaded when it is built (a missing file stops a run before
+    it starts). Params: dataset: the training set (images or (image, label)); name: its --dataset name; data_root:
+    its folder (and MNIST's); cache_dir: for reference statistics and the classifier; fid_samples: images per FID
+    (0: no FID); classifier_samples. Raises FIDWeightsError without Inception weights, ValueError without MNIST."""
 
     def __init__(self, dataset, name, data_root, image_size, device, cache_dir, fid_samples=0, classifier_samples=0,
                  fid_weights=None, download=False, num_workers=0):
@@ -622,8 +623,7 @@ class Evaluator:
         self.inception = self.classifier = None
         if fid_samples:
             self.inception = load_inception(fid_weights, device)
-            if name == "folder":  # named by its path
-                name = f"folder-{zlib.crc32(os.path.abspath(data_root).encode()):08x}"
+            name = f"folder-{zlib.crc32(os.path.abspath(data_root).encode()):08x}" if name == "folder" else name
             self.reference = reference_statistics(dataset, name, "train", image_size, self.inception, cache_dir,
                                                   n=fid_samples, device=device, num_workers=num_workers)
         if name in ("mnist", "stacked-mnist"):

@@ -84,16 +84,19 @@ PRESETS = {
                        ("unrolled K=10", "unrolled", {"unroll_steps": 10})],
                  about="Metz et al. 2017 Fig. 2: the GAN visits modes one at a time, the unrolled GAN covers the ring"),
     "roth": dict(settings=dict(layers=2, width=128, activation="tanh", init="normal0.1", z_dim=2, batch_size=512,
-                               lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, lr_decay_start=1.0, reg_g_loss="mm", steps=10000),
+                               lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, lr_decay_start=1.0, reg_g_loss="mm",
+                               steps=10000),
                  datasets=["ring7-3d"],
                  runs=[("gamma 0 (GAN)", "reg", {"gamma": 0.0}), ("gamma 0.01", "reg", {"gamma": 0.01}),
                        ("gamma 0.1", "reg", {"gamma": 0.1}), ("gamma 1", "reg", {"gamma": 1.0})],
-                 about="Roth et al. 2017 Fig. 1: 7 Gaussians on a plane in 3-D, z-dim 2; the regularizer spreads the mass"),
+                 about="Roth et al. 2017 Fig. 1: 7 Gaussians on a plane in 3-D, z-dim 2; the regularizer spreads the "
+                       "mass"),
     "aw": dict(settings=dict(METZ, steps=10000), datasets=["ring8"], scores=True,
                runs=[("gan", "gan", {}), ("aw", "aw", {})],
                about="the aw paper's Fig. 6: GAN samples and mean D scores per mode, against aw-GAN"),
     "gulrajani": dict(settings=dict(layers=3, width=512, activation="relu", init="default", z_dim=2, batch_size=256,
-                                    lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, lr_decay_start=1.0, gp_lambda=0.1, steps=1000),
+                                    lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, lr_decay_start=1.0, gp_lambda=0.1,
+                                    steps=1000),
                       datasets=["ring8", "grid25"], runs=[("wgan-gp", "wgan-gp", {})],
                       about="Gulrajani et al.'s gan_toy.py: WGAN-GP on 8 and 25 Gaussians"),
     "lens": dict(settings=dict(METZ, steps=5000), datasets=["ring8"],
@@ -103,35 +106,43 @@ PRESETS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default=None, choices=tuple(PRESETS), help="a paper's toy experiment with its own settings (PRESETS)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default=None, choices=tuple(PRESETS),
+                   help="a paper's toy experiment with its own settings (PRESETS)")
     p.add_argument("--setting", default="collapse", choices=tuple(SETTINGS),
                    help="the setting every method shares (SETTINGS): collapse, where the plain GAN collapses; tuned")
-    p.add_argument("--method", default="all", choices=METHODS + ("all",), help="training method (all: every one, paired runs)")
-    p.add_argument("--dataset", nargs="+", default=["ring8"], choices=tuple(MIXTURES), help="Gaussian mixture(s) (SPEC §4)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one training run per seed; mean and std over them")
+    p.add_argument("--method", default="all", choices=METHODS + ("all",),
+                   help="training method (all: every one, paired runs)")
+    p.add_argument("--dataset", nargs="+", default=["ring8"], choices=tuple(MIXTURES),
+                   help="Gaussian mixture(s) (SPEC §4)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean and std over them")
     p.add_argument("--steps", type=int, help="generator updates per run")
     p.add_argument("--layers", type=int, help="hidden layers of G and of D")
     p.add_argument("--width", type=int, help="units per hidden layer")
     p.add_argument("--activation", choices=("tanh", "relu"), help="hidden activation")
     p.add_argument("--init", choices=("orthogonal", "normal0.1", "default"),
-                   help="orthogonal gain 1.4 (Metz's notebook); normal0.1: N(0, 0.1) truncated at 2 std (Roth's 3DGAN.py); default: PyTorch's")
+                   help="orthogonal gain 1.4 (Metz's notebook); normal0.1: N(0, 0.1) truncated at 2 std (Roth's "
+                   "3DGAN.py); default: PyTorch's")
     p.add_argument("--batch-size", type=int, help="samples per batch of D and of G")
     p.add_argument("--z-dim", type=int, help="latent dimension")
     p.add_argument("--lr-g", type=float, help="G's Adam learning rate")
     p.add_argument("--lr-d", type=float, help="D's (and the lens's) Adam learning rate")
     p.add_argument("--beta1", type=float, help="Adam beta1")
     p.add_argument("--beta2", type=float, help="Adam beta2")
-    p.add_argument("--lr-decay-start", type=float, help="fraction of the run after which every lr decays linearly to 0 (1: constant)")
+    p.add_argument("--lr-decay-start", type=float,
+                   help="fraction of the run after which every lr decays linearly to 0 (1: constant)")
     p.add_argument("--n-critic", type=int, default=None, help="D steps per G step (default: 5 for wgan-gp, else 1)")
     p.add_argument("--eval-every", type=int, help="steps between mode metrics (0: --steps / 5)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs in parallel, one process and one thread each")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="runs in parallel, one process and one thread each")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (these MLPs are fastest on a CPU)")
     p.add_argument("--out-dir", default="runs", help="parent folder of the run directory")
     # method-specific arguments
     p.add_argument("--lens-k", type=int, help="lens: K of the lambda schedule eq. (4) (0: --steps / 2)")
     p.add_argument("--gamma", type=float, help="reg: gamma, constant (Roth et al.'s toy setting 0.1)")
-    p.add_argument("--reg-g-loss", choices=("ns", "mm"), help="reg: G's loss, non-saturating (as gan) or saturating (the authors' 3DGAN.py)")
+    p.add_argument("--reg-g-loss", choices=("ns", "mm"),
+                   help="reg: G's loss, non-saturating (as gan) or saturating (the authors' 3DGAN.py)")
     p.add_argument("--unroll-steps", type=int, help="unrolled: K (Metz et al.'s notebook 5; paper Fig. 2 10)")
     p.add_argument("--gp-lambda", type=float, help="wgan-gp: gradient penalty weight (gan_toy.py's 0.1)")
     p.error = fail  # one error line instead of argparse's usage dump
@@ -152,9 +163,9 @@ def parse_args(argv=None):
             fail(f"--{k.replace('_', '-')} must be a finite number, got {v}")
     if preset and args.method != "all":
         fail(f"--method would be ignored: --preset {args.preset} runs {', '.join(r[0] for r in preset['runs'])}")
-    for name in ("steps", "batch_size", "z_dim", "layers", "width", "jobs", "n_critic", "eval_every", "lens_k", "unroll_steps",
-                 "gamma", "gp_lambda", "lr_g", "lr_d"):
-        value, positive = getattr(args, name), name in ("steps", "batch_size", "z_dim", "layers", "width", "jobs", "n_critic", "lr_g", "lr_d")
+    positives = ("steps", "batch_size", "z_dim", "layers", "width", "jobs", "n_critic", "lr_g", "lr_d")
+    for name in positives + ("eval_every", "lens_k", "unroll_steps", "gamma", "gp_lambda"):
+        value, positive = getattr(args, name), name in positives
         if value is not None and not (value > 0 if positive else value >= 0):  # `not` also rejects NaN
             fail(f"--{name.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
     if not all(0 <= b < 1 for b in (args.beta1, args.beta2)):
@@ -305,8 +316,9 @@ def adam_state(optimizer, params):
     These are the live tensors, read and never written; .get() so that not even an empty entry is added."""
     unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if optimizer.param_groups[0].get(k)]
     if len(optimizer.param_groups) != 1 or unsupported or not isinstance(optimizer, torch.optim.Adam):
-        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has {len(optimizer.param_groups)} "
-                         f"group(s){', ' + ', '.join(unsupported) if unsupported else ''}")
+        extra = ", " + ", ".join(unsupported) if unsupported else ""
+        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has "
+                         f"{len(optimizer.param_groups)} group(s){extra}")
     state = {}
     for name, p in params.items():
         live = optimizer.state.get(p) or {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
@@ -388,7 +400,8 @@ def js_regularizer(discriminator, real, fake):
     real_logits, fake_logits = discriminator(real), discriminator(fake)  # two passes: BN statistics as in the GAN loss
     grad_real, grad_fake = torch.autograd.grad(real_logits.sum() + fake_logits.sum(), (real, fake), create_graph=True,
                                                materialize_grads=True)  # a constant phi has zero gradient, not None
-    omega_real = (torch.sigmoid(-real_logits) ** 2 * grad_real.flatten(1).pow(2).sum(1)).mean()  # eq. (30): 1 - D(x), no underflow
+    # eq. (30); sigmoid(-phi) is 1 - D(x) without underflow
+    omega_real = (torch.sigmoid(-real_logits) ** 2 * grad_real.flatten(1).pow(2).sum(1)).mean()
     omega_fake = (torch.sigmoid(fake_logits) ** 2 * grad_fake.flatten(1).pow(2).sum(1)).mean()  # eq. (30)
     return JSRegularizer(omega_real + omega_fake, omega_real, omega_fake, real_logits, fake_logits)  # eq. (22)
 
@@ -400,7 +413,8 @@ def unrolled_discriminator(D, optimizer, real, fake, unroll_steps):
     for _ in range(unroll_steps):
         real_logits, fake_logits = (functional_call(D, params, (x,)) for x in (real, fake))
         grads = torch.autograd.grad(bce_d_loss(real_logits, fake_logits), list(params.values()), create_graph=True)
-        params, state = adam_step(params, dict(zip(params, grads)), state, group["lr"], group["betas"], group["eps"])  # eq. (7)
+        params, state = adam_step(params, dict(zip(params, grads)), state, group["lr"], group["betas"],
+                                  group["eps"])  # eq. (7)
     return params
 
 
@@ -466,9 +480,11 @@ def train(args, label, method, overrides, seed, dataset):
                 real_logits, fake_logits = D(real), D(fake)
                 loss_r, loss_f = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)),
                                   F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-                g_r, g_f = (torch.cat([g.flatten() for g in torch.autograd.grad(part, list(D.parameters()))]) for part in (loss_r, loss_f))
+                g_r, g_f = (torch.cat([g.flatten() for g in torch.autograd.grad(part, list(D.parameters()))])
+                            for part in (loss_r, loss_f))
                 products = gradient_products(g_r, g_f)
-                rr, ff, rf, s_r, s_f = torch.cat([products, torch.stack([torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])]).tolist()
+                scores = torch.stack([torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
+                rr, ff, rf, s_r, s_f = torch.cat([products, scores]).tolist()
                 w_r, w_f, case = aw_weights((rr, ff, rf), s_r, s_f)
                 for p, g in zip(D.parameters(), (w_r * g_r + w_f * g_f).split([p.numel() for p in D.parameters()])):
                     p.grad = g.view_as(p)
@@ -510,16 +526,18 @@ def train(args, label, method, overrides, seed, dataset):
             with torch.no_grad():
                 samples, scores = G(eval_z).cpu(), D(score_x).view(-1, SCORE_SAMPLES).mean(1).cpu()
             metrics = mode_metrics(samples, dataset)
-            record = {"dataset": dataset, "run": label, "method": method, "seed": seed, "step": step, **stats, **metrics,
-                      "time": time.time() - start}
+            record = {"dataset": dataset, "run": label, "method": method, "seed": seed, "step": step, **stats,
+                      **metrics, "time": time.time() - start}
             records.append(record)
-            print(f"{dataset} {label} seed {seed} step {step}/{a.steps} | d_loss {stats['d_loss']:.4f} | g_loss {stats['g_loss']:.4f} | "
-                  f"modes {metrics['modes']} | HQ {metrics['hq']:.1f}% | reverse KL {metrics['reverse_kl']:.3f} | {record['time']:.0f}s", flush=True)
+            print(f"{dataset} {label} seed {seed} step {step}/{a.steps} | d_loss {stats['d_loss']:.4f} | g_loss "
+                  f"{stats['g_loss']:.4f} | modes {metrics['modes']} | HQ {metrics['hq']:.1f}% | reverse KL "
+                  f"{metrics['reverse_kl']:.3f} | {record['time']:.0f}s", flush=True)
             snapshots.append((step, metrics, samples[:PLOT_SAMPLES], scores))
             if not finite:
                 print(f"{label} seed {seed}: non-finite loss at step {step} ({stats}); run stopped", file=sys.stderr)
                 break
-    final = {"seed": seed, **metrics, **stats, "steps_done": step, "diverged": not finite, "wall_time": time.time() - start}
+    final = {"seed": seed, **metrics, **stats, "steps_done": step, "diverged": not finite,
+             "wall_time": time.time() - start}
     return final, snapshots, records
 
 
@@ -552,12 +570,15 @@ def plot_snapshots(path, dataset, rows, scores=False, title=""):
     for ax in axes.flat:
         ax.axis("off")
     for r, (label, snaps) in enumerate(rows):
-        snaps = snaps if len(snaps) <= SNAPSHOTS else [snaps[round(i * (len(snaps) - 1) / (SNAPSHOTS - 1))] for i in range(SNAPSHOTS)]
-        cells = [(c, f"step {s}: {m['modes']}/{len(means)} modes\nHQ {m['hq']:.0f}%, reverse KL {m['reverse_kl']:.2f}", project(x), "tab:blue")
-                 for c, (s, m, x, _) in enumerate(snaps)] + [(columns - 1, "target", target, "tab:red")]
+        if len(snaps) > SNAPSHOTS:
+            snaps = [snaps[round(i * (len(snaps) - 1) / (SNAPSHOTS - 1))] for i in range(SNAPSHOTS)]
+        cells = [(c, f"step {s}: {m['modes']}/{len(means)} modes\nHQ {m['hq']:.0f}%, reverse KL {m['reverse_kl']:.2f}",
+                  project(x), "tab:blue") for c, (s, m, x, _) in enumerate(snaps)]
+        cells += [(columns - 1, "target", target, "tab:red")]
         for c, cell_title, points, color in cells:
             ax = axes[r * per_run][c]
-            ax.axis("on"), ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal"), ax.tick_params(labelsize=6)
+            ax.axis("on"), ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal")
+            ax.tick_params(labelsize=6)
             ax.scatter(means[:, 0], means[:, 1], s=14, c="none", edgecolors="gray", linewidths=0.6)
             ax.scatter(points[:, 0], points[:, 1], s=1, c=color, alpha=0.5)
             ax.set_title(cell_title, fontsize=7)
@@ -572,7 +593,8 @@ def plot_snapshots(path, dataset, rows, scores=False, title=""):
                 ax.axhline(0, color="gray", linewidth=0.5)
                 ax.set_title(f"step {s}: mean D logit per mode", fontsize=7)
             axes[r * per_run + 1][0].set_ylabel(f"{label}: D scores", fontsize=9)
-    fig.suptitle(title or f"toy2d on {dataset}" + (" (in-plane coordinates)" if dataset == "ring7-3d" else ""), fontsize=11)
+    fig.suptitle(title or f"toy2d on {dataset}" + (" (in-plane coordinates)" if dataset == "ring7-3d" else ""),
+                 fontsize=11)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     Image.open(buffer).convert("RGB").quantize(64).save(path, optimize=True)  # a palette: small enough to commit
@@ -583,7 +605,8 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         fail(f"unknown device {name!r}")
-    if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not torch.backends.mps.is_available()):
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
         fail(f"device {name!r} is not available on this machine")
     return device
 
@@ -610,11 +633,14 @@ def main(argv=None):
     pick_device(args.device)
     run_dir, start = new_run_dir(args), time.time()
     runs = runs_of(args)
-    jobs = [(label, method, overrides, seed, dataset) for dataset in args.dataset for label, method, overrides in runs for seed in args.seeds]
+    jobs = [(label, method, overrides, seed, dataset)
+            for dataset in args.dataset for label, method, overrides in runs for seed in args.seeds]
     print(f"toy2d: {', '.join(label for label, *_ in runs_of(args))} on {', '.join(args.dataset)}, seeds {args.seeds}, "
-          f"{args.steps} steps, {min(args.jobs, len(jobs))} job(s) on {args.device}; run directory {run_dir}", flush=True)
+          f"{args.steps} steps, {min(args.jobs, len(jobs))} job(s) on {args.device}; run directory {run_dir}",
+          flush=True)
     if args.jobs > 1 and len(jobs) > 1:  # processes, one thread each: these small MLPs do not gain from threads
-        cost = [COST.get(m, 1) * (max(o.get("unroll_steps", args.unroll_steps), 1) if m == "unrolled" else 1) for _, m, o, _, _ in jobs]
+        cost = [COST.get(m, 1) * (max(o.get("unroll_steps", args.unroll_steps), 1) if m == "unrolled" else 1)
+                for _, m, o, _, _ in jobs]
         with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {i: pool.submit(run_job, args, jobs[i]) for i in sorted(range(len(jobs)), key=lambda i: -cost[i])}
             done = [futures[i].result() for i in range(len(jobs))]
@@ -628,16 +654,20 @@ def main(argv=None):
             records += [r for _, _, recs in seed_runs for r in recs]
             rows.append((label, seed_runs[0][1]))
             finals = [final for final, _, _ in seed_runs]
-            entry = {"method": method, "overrides": overrides, "per_seed": finals, "wall_time": sum(f["wall_time"] for f in finals)}
+            entry = {"method": method, "overrides": overrides, "per_seed": finals,
+                     "wall_time": sum(f["wall_time"] for f in finals)}
             for key in ("modes", "hq", "reverse_kl"):  # mean and sample std over the seeds
                 values = [f[key] for f in finals]
-                entry |= {key: statistics.fmean(values), key + "_std": statistics.stdev(values) if len(values) > 1 else 0.0}
+                entry |= {key: statistics.fmean(values),
+                          key + "_std": statistics.stdev(values) if len(values) > 1 else 0.0}
             results[dataset][label] = entry
         about = PRESETS[args.preset]["about"] if args.preset else ""
-        plot_snapshots(run_dir / f"toy2d_{dataset}.png", dataset, rows, scores=bool(args.preset and PRESETS[args.preset].get("scores")),
+        plot_snapshots(run_dir / f"toy2d_{dataset}.png", dataset, rows,
+                       scores=bool(args.preset and PRESETS[args.preset].get("scores")),
                        title=f"{about} ({dataset})" if about else "")
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    summary = {"run_dir": str(run_dir), "datasets": args.dataset, "n_modes": {ds: len(mixture_means(ds)) for ds in args.dataset},
+    summary = {"run_dir": str(run_dir), "datasets": args.dataset,
+               "n_modes": {ds: len(mixture_means(ds)) for ds in args.dataset},
                "settings": vars(args), "results": results, "wall_time": time.time() - start}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))

@@ -33,6 +33,7 @@ Usage: python unrolled_gan.py --dataset stacked-mnist --loss mm --unroll-steps 5
 import argparse
 import copy
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -62,7 +63,8 @@ except ImportError:  # tensorboard is optional: metrics.jsonl has everything
 
 def parse_args(argv=None):
     """The flags, checked, and with --resume the checkpoint, whose flags are the defaults."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     flag, natural, whole = argparse.BooleanOptionalAction, number(int, 0, strict=True), number(int, 0)
     p.add_argument("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
     p.add_argument("--seed", type=int, default=1, help="seed of the experiment")
@@ -74,16 +76,15 @@ def parse_args(argv=None):
     p.add_argument("--wandb-entity", default=None, help="wandb entity (team)")
     p.add_argument("--out-dir", default="runs", help="parent folder of the run directories")
     p.add_argument("--resume", default=None,
-                   help="checkpoint.pt to continue from, or 'auto' for the newest run of the same dataset/exp-name/seed")
+                   help="checkpoint.pt to continue from; auto: the newest run of the same dataset/exp-name/seed")
     p.add_argument("--dataset", default="cifar10", choices=tuple(DATA_FILES),
                    help="training data (folder: an ImageFolder tree at --data-root)")
     p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
     p.add_argument("--download", action=flag, default=True, help="download the dataset if missing")
     p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 64, 128, 256), help="image side")
-    p.add_argument("--num-workers", type=whole, default=2,
-                   help="data loader processes (decoding once when the data is held in memory)")
-    p.add_argument("--stream-data", action=flag, default=False, help="stream batches from "
-                   "disk even when the dataset fits in memory (IN_MEMORY_LIMIT bytes of uint8 on the device)")
+    p.add_argument("--num-workers", type=whole, default=2, help="data loader processes (decoding once when in memory)")
+    p.add_argument("--stream-data", action=flag, default=False,
+                   help="stream batches from disk even when the data fits in memory (IN_MEMORY_LIMIT)")
     p.add_argument("--total-steps", type=natural, default=100_000, help="generator updates")
     p.add_argument("--batch-size", type=natural, default=64, help="images per batch of D and of G")
     p.add_argument("--lr-g", type=number(float, 0, strict=True), default=2e-4, help="generator learning rate")
@@ -94,13 +95,12 @@ def parse_args(argv=None):
     p.add_argument("--z-dim", type=natural, default=100, help="latent dimension")
     p.add_argument("--log-every", type=natural, default=100, help="steps between metrics lines")
     p.add_argument("--sample-every", type=whole, default=1000, help="steps between sample grids (0: at the end)")
-    p.add_argument("--eval-every", type=whole, default=0, help="steps between FID evaluations (0 = no FID)")
+    p.add_argument("--eval-every", type=whole, default=0, help="steps between evaluations (0 = none)")
     p.add_argument("--fid-samples", type=natural, default=10_000, help="generated (and reference) images per FID")
     p.add_argument("--fid-weights", default=None,
-                   help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache/download)")
-    p.add_argument("--fid", action=flag, default=True,
-                   help="FID and IS at --eval-every / --evaluate (need the Inception weights); --no-fid: the "
-                   "classifier metrics only (mnist family)")
+                   help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub)")
+    p.add_argument("--fid", action=flag, default=True, help="FID and IS at --eval-every / --evaluate (need the "
+                   "Inception weights); --no-fid: the classifier metrics only (mnist family)")
     p.add_argument("--classifier-samples", type=natural, default=26_000,
                    help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
     p.add_argument("--checkpoint-every", type=whole, default=1000,
@@ -109,10 +109,9 @@ def parse_args(argv=None):
                    help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
     p.add_argument("--generate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
                    help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
-    p.add_argument("--generate-dir", default=None,
-                   help="new folder for --generate (default: generated_step<S>_n<N> in the run directory)")
+    p.add_argument("--generate-dir", default=None, help="new folder for --generate (default: in the run directory)")
     p.add_argument("--evaluate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
-                   help="with --resume, no training: FID and IS of N samples (default 50,000) against N training images")
+                   help="with --resume, no training: FID and IS of N samples (default 50,000) against N real images")
     # method-specific arguments
     p.add_argument("--loss", default="gan", choices=("gan", "mm", "lsgan", "hinge"), help="GAN objective (module "
                    "docstring); the paper and the authors' notebook minimize f: mm. gan: DCGAN's non-saturating G loss")
@@ -131,8 +130,9 @@ def parse_args(argv=None):
     if args.generate_dir and not args.generate:
         p.error("--generate-dir is only used with --generate N")
     if (args.eval_every or args.evaluate) and not args.fid and args.dataset not in ("mnist", "stacked-mnist"):
-        p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (the classifier metrics are for mnist and "
-                "stacked-mnist)")
+        p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (classifier metrics: mnist, stacked-mnist)")
+    if args.track and not importlib.util.find_spec("wandb"):
+        p.error("--track needs wandb: pip install wandb")
     check_resume(args, ckpt)
     return args, ckpt
 
@@ -148,7 +148,8 @@ def number(cast, low, high=math.inf, strict=False):
     def parse(text):
         value = cast(text)
         if not (math.isfinite(value) and (low < value if strict else low <= value) and value < high):
-            bound = f"in {'(' if strict else '['}{low}, {high})" if high < math.inf else f"{'>' if strict else '>='} {low}"
+            bound = (f"in {'(' if strict else '['}{low}, {high})" if high < math.inf
+                     else f"{'>' if strict else '>='} {low}")
             raise argparse.ArgumentTypeError(f"must be {'a finite number ' * (cast is float)}{bound}, got {text}")
         return value
     parse.__name__ = cast.__name__  # argparse's "invalid int value"
@@ -158,8 +159,8 @@ def number(cast, low, high=math.inf, strict=False):
 
 # ---------------------------------------------------------------------------------------------------- data
 class StackedMNIST(torch.utils.data.Dataset):
-    """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3,
-    lens paper Sec. 4.1.2). The digit triples are drawn once from the seed, so the dataset is reproducible."""
+    """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3, lens paper
+    Sec. 4.1.2), the digit triples drawn once from the seed."""
 
     def __init__(self, mnist, seed):
         self.mnist = mnist
@@ -170,8 +171,7 @@ class StackedMNIST(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         digits = [self.mnist[j] for j in self.triples[i].tolist()]
-        mode = 100 * digits[0][1] + 10 * digits[1][1] + digits[2][1]
-        return torch.cat([image for image, _ in digits]), mode
+        return torch.cat([image for image, _ in digits]), 100 * digits[0][1] + 10 * digits[1][1] + digits[2][1]
 
 
 # the datasets, and what each needs under --data-root (torchvision's layout), named when it is missing
@@ -182,36 +182,32 @@ DATA_FILES = {"mnist": "MNIST/raw/train-images-idx3-ubyte", "fashion-mnist": "Fa
 
 
 def make_dataset(args):
-    """The training set as uint8 images of shape (C, S, S) (`to_model_range` makes them [-1, 1] on the device);
-    one clear error when it is missing, naming the files expected and where (a failed download leaves no folder)."""
-    size, root, name, download = args.image_size, args.data_root, args.dataset, args.download
-    to_uint8 = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
-    mnist_tf = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32
-    parts = Path(DATA_FILES[name]).parts
+    """The training set as uint8 images (C, S, S) (`to_model_range` makes them [-1, 1] on the device); one error
+    line naming the files expected and where when it is missing (a failed download leaves no folder behind)."""
+    size, root, download, sets = args.image_size, args.data_root, args.download, torchvision.datasets
+    resize = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+    digits = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32
+    make = {"mnist": lambda: sets.MNIST(root, True, digits, download=download),
+            "fashion-mnist": lambda: sets.FashionMNIST(root, True, digits, download=download),
+            "cifar10": lambda: sets.CIFAR10(root, True, resize, download=download),
+            "cifar100": lambda: sets.CIFAR100(root, True, resize, download=download),
+            "stl10": lambda: sets.STL10(root, "train+unlabeled", transform=resize, download=download),
+            "celeba": lambda: sets.CelebA(root, "train", transform=T.Compose([T.CenterCrop(108), resize]),
+                                          download=download),  # crop 108, DCGAN-tensorflow's convention
+            "stacked-mnist": lambda: StackedMNIST(sets.MNIST(root, True, digits, download=download), args.seed),
+            "folder": lambda: sets.ImageFolder(root, T.Compose([lambda image: image.convert("RGB"), resize]))}
+    parts = Path(DATA_FILES[args.dataset]).parts
     made = [d for d in (Path(root, *parts[:i]) for i in range(len(parts) - 1, -1, -1)) if not d.exists()]
     try:
-        if name in ("mnist", "stacked-mnist"):
-            mnist = torchvision.datasets.MNIST(root, train=True, download=download, transform=mnist_tf)
-            return mnist if name == "mnist" else StackedMNIST(mnist, args.seed)
-        if name == "fashion-mnist":
-            return torchvision.datasets.FashionMNIST(root, train=True, download=download, transform=mnist_tf)
-        if name in ("cifar10", "cifar100"):
-            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-            return cls(root, train=True, download=download, transform=to_uint8)
-        if name == "stl10":
-            return torchvision.datasets.STL10(root, split="train+unlabeled", download=download, transform=to_uint8)
-        if name == "celeba":  # center crop 108 (the DCGAN-tensorflow convention), then resize
-            tf = T.Compose([T.CenterCrop(108), to_uint8])
-            return torchvision.datasets.CelebA(root, split="train", download=download, transform=tf)
-        return torchvision.datasets.ImageFolder(root, transform=T.Compose([lambda im: im.convert("RGB"), to_uint8]))
+        return make[args.dataset]()
     except Exception:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
         for folder in made:  # the folders a failed download created, deepest first
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-        how = ("" if name == "folder" else " (the download failed: no internet?)" if download
+        how = ("" if args.dataset == "folder" else " (the download failed: no internet?)" if download
                else " (or --download on a machine with internet)")
-        fail(f"no {name} data at {os.path.join(os.path.abspath(root), DATA_FILES[name])}: put the files there{how}, "
-             "or point --data-root at the folder that holds them")
+        fail(f"no {args.dataset} data at {os.path.join(os.path.abspath(root), DATA_FILES[args.dataset])}: put the "
+             f"files there{how}, or point --data-root at the folder that holds them")
 
 
 def to_model_range(images):
@@ -229,18 +225,16 @@ IN_MEMORY_LIMIT = 3 * 2 ** 29
 
 
 def image_at(dataset, i, args):
-    """The image dataset[i]; a file that cannot be decoded stops with its name (from a DataLoader worker, the
-    original error is the last line of the one raised)."""
+    """dataset[i]'s image; one that cannot be decoded stops with its file's name."""
     try:
         return dataset[i][0]
-    except Exception as e:  # not an image, truncated, unreadable
+    except Exception as e:  # not an image, truncated, unreadable (from a worker: the original error's last line)
         fail(f"cannot read an image of --dataset {args.dataset}: {reason(e, last=True)}")
 
 
 def load_images(dataset, args):
-    """Every image of `dataset` decoded once, in order, into one uint8 tensor (N, C, S, S); stacked MNIST is
-    gathered from MNIST's tensor, not decoded per triple. None when it is larger than IN_MEMORY_LIMIT or with
-    --stream-data. A file that cannot be decoded stops here, with its name, before a run directory exists."""
+    """Every image of `dataset` decoded once, in order, into one uint8 tensor (N, C, S, S) (stacked MNIST gathered
+    from MNIST's); None when larger than IN_MEMORY_LIMIT or with --stream-data."""
     if args.stream_data or len(dataset) * image_at(dataset, 0, args).numel() > IN_MEMORY_LIMIT:
         return None
     if isinstance(dataset, StackedMNIST):
@@ -302,7 +296,8 @@ class Generator(nn.Module):
         width = ngf * 2 ** (n_up - 1)
         layers = [nn.ConvTranspose2d(z_dim, width, 4, 1, 0, bias=not batch_norm), norm(width), nn.ReLU(True)]
         for _ in range(n_up - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not batch_norm), norm(width // 2), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not batch_norm), norm(width // 2),
+                       nn.ReLU(True)]
             width //= 2
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -320,7 +315,8 @@ class Discriminator(nn.Module):
         norm = nn.BatchNorm2d if batch_norm else nn.Identity
         layers, width = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
         for _ in range(int(math.log2(image_size)) - 3):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=not batch_norm), norm(width * 2), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=not batch_norm), norm(width * 2),
+                       nn.LeakyReLU(0.2, True)]
             width *= 2
         layers += [nn.Conv2d(width, 1, 4, 1, 0)]
         self.net = nn.Sequential(*layers)
@@ -384,8 +380,9 @@ def adam_state(optimizer, params):
     These are the live tensors, read and never written; .get() so that not even an empty entry is added."""
     unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if optimizer.param_groups[0].get(k)]
     if len(optimizer.param_groups) != 1 or unsupported or not isinstance(optimizer, torch.optim.Adam):
-        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has {len(optimizer.param_groups)} "
-                         f"group(s){', ' + ', '.join(unsupported) if unsupported else ''}")
+        extra = ", " + ", ".join(unsupported) if unsupported else ""
+        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has "
+                         f"{len(optimizer.param_groups)} group(s){extra}")
     state = {}
     for name, p in params.items():
         live = optimizer.state.get(p) or {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
@@ -423,8 +420,10 @@ def unrolled_generator_loss(D, optimizer, real, fake, loss, unroll_steps, first_
     unroll_fake = fake.detach() if first_order else fake
     for _ in range(unroll_steps):
         real_logits, fake_logits = (functional_call(D, (params, buffers), (x,)) for x in (real, unroll_fake))
-        grads = torch.autograd.grad(d_loss(real_logits, fake_logits, loss), list(params.values()), create_graph=not first_order)
-        params, state = adam_step(params, dict(zip(params, grads)), state, group["lr"], group["betas"], group["eps"])  # eq. (7)
+        grads = torch.autograd.grad(d_loss(real_logits, fake_logits, loss), list(params.values()),
+                                    create_graph=not first_order)
+        params, state = adam_step(params, dict(zip(params, grads)), state, group["lr"], group["betas"],
+                                  group["eps"])  # eq. (7)
     if first_order:
         params = {name: p.detach() for name, p in params.items()}
     real_logits, fake_logits = (functional_call(D, (params, buffers), (x,)) for x in (real, fake))
@@ -485,9 +484,8 @@ RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_
 
 
 def checkpoint_defaults(parser, argv):
-    """--resume PATH (or auto: the newest run of this dataset, exp-name and seed under --out-dir): the checkpoint,
-    read before any data is loaded, with its path; its flags become the defaults (all but where to run and what to
-    do now), so that only what changes needs to be given. None without --resume, or when auto finds no run."""
+    """The checkpoint of --resume PATH (auto: the newest run of this dataset, exp-name and seed), with its path,
+    read before any data is loaded; its flags become the defaults (all but where to run and what to do now)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--resume")
     path = pre.parse_known_args(argv)[0].resume
@@ -503,13 +501,13 @@ def checkpoint_defaults(parser, argv):
         fail(f"cannot resume from {path}: {reason(e)}")
     except Exception:  # empty, truncated, random bytes, a pickle that is not plain data
         fail(f"cannot resume from {path}: not a readable checkpoint (truncated or not a torch file)")
+    name = Path(__file__).name
     if not isinstance(ckpt, dict) or not {"args", "G"} <= ckpt.keys():
         fail(f"cannot resume from {path}: not a cleangan checkpoint")
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        fail(f"cannot resume from {path}: not a checkpoint of this version of {Path(__file__).name} (format "
-             f"{ckpt.get('format', 1)}, expected {CHECKPOINT_FORMAT}); train anew or use the version that wrote it")
-    if ckpt["script"] != Path(__file__).name:
-        fail(f"cannot resume from {path}: it was written by {ckpt['script']}, not {Path(__file__).name}")
+    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt["script"] != name:
+        fail(f"cannot resume from {path}: " + (f"it was written by {ckpt['script']}, not {name}" if ckpt.get("format")
+             == CHECKPOINT_FORMAT else f"not a checkpoint of this version of {name} (format {ckpt.get('format', 1)}, "
+             f"expected {CHECKPOINT_FORMAT}); train anew or use the version that wrote it"))
     now = ("resume", "device", "generate", "generate_dir", "evaluate")  # where to run and what to do now
     parser.set_defaults(**{k: v for k, v in ckpt["args"].items() if k not in now})
     return ckpt | {"path": Path(path)}
@@ -523,17 +521,17 @@ def check_resume(args, ckpt):
         if using:
             fail(f"no checkpoint to use under {args.out_dir}/ (--resume auto)")
         print(f"--resume auto: no checkpoint of this dataset/exp-name/seed under {args.out_dir}/, starting fresh")
-    if not ckpt:
         return
-    for k in sorted(vars(args).keys() - RESUMABLE):
+    for k in sorted(vars(args).keys() - RESUMABLE) if ckpt else ():
         if ckpt["args"].get(k) != getattr(args, k):
             fail(f"cannot resume from {ckpt['path']}: it was trained with --{k.replace('_', '-')} "
                  f"{ckpt['args'].get(k)}, not {getattr(args, k)}")
-    if not using and args.total_steps < ckpt["step"]:
-        fail(f"cannot resume from {ckpt['path']}: --total-steps {args.total_steps} is below its step {ckpt['step']}")
-    if not using and args.total_steps == ckpt["step"]:
-        print(f"{ckpt['path']} is already at step {args.total_steps} of {args.total_steps}: nothing to train "
-              f"(--total-steps N > {args.total_steps} continues it)")
+    if ckpt and not using and args.total_steps <= ckpt["step"]:
+        if args.total_steps < ckpt["step"]:
+            fail(f"cannot resume from {ckpt['path']}: --total-steps {args.total_steps} is below its step "
+                 f"{ckpt['step']}")
+        print(f"{ckpt['path']} is already at step {ckpt['step']}: nothing to train (--total-steps N > {ckpt['step']} "
+              "continues it)")
         sys.exit(0)
 
 
@@ -606,13 +604,13 @@ def use_checkpoint(args, G, evaluator, ckpt, device):
     if args.evaluate:
         scores = evaluator(G, args.z_dim, args.seed)
         print(" | ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({args.evaluate} samples, step {step})")
+        result |= scores | {"samples": args.evaluate}
         path = run_dir / f"evaluate_step{step:07d}_n{args.evaluate}.json"
         try:
-            path.write_text(json.dumps(result | scores | {"samples": args.evaluate}, indent=2))
+            path.write_text(json.dumps({k: v for k, v in result.items() if k != "generated"}, indent=2))
         except OSError as e:
             fail(f"cannot write {path}: {reason(e)}", code=1)
         print(f"written to {path}")
-        result |= scores
     return result
 
 
@@ -646,33 +644,28 @@ def main(argv=None):
     if args.ema_decay:  # samples and FID come from the average of G's weights
         models["G_ema"] = copy.deepcopy(G).requires_grad_(False)
     G_sample = models.get("G_ema", G)
+    states = models | {f"opt_{k}": o for k, o in optimizers.items()}  # what a checkpoint holds
     try:
-        for name, module in (models | {f"opt_{k}": o for k, o in optimizers.items()}).items() if ckpt else ():
-            module.load_state_dict(ckpt[name])
+        for k, state in states.items() if ckpt else ():
+            state.load_state_dict(ckpt[k])
     except Exception as e:
         fail(f"cannot resume from {ckpt['path']}: {reason(e)}")
-    rng = ckpt["rng"] if ckpt else rng_state()  # whatever the setup draws next (Inception init, ...) is undone
-    images = None if args.generate or args.evaluate else load_images(dataset, args)
-    images = images if images is None else images.to(device)
+    start = ckpt or {"step": 0, "batches_used": 0, "fids": [], "wall_time": 0.0, "rng": rng_state()}
     evaluator = None
     if args.eval_every or args.evaluate:  # Inception, reference statistics, MNIST classifier: before any file
         try:
-            n_fid, n_classifier = args.fid * (args.evaluate or args.fid_samples), args.evaluate or args.classifier_samples
             evaluator = fid.Evaluator(dataset, args.dataset, args.data_root, args.image_size, device,
-                                      Path(args.out_dir) / "fid_stats", n_fid, n_classifier, args.fid_weights,
-                                      args.download, args.num_workers)
+                                      Path(args.out_dir) / "fid_stats", args.fid * (args.evaluate or args.fid_samples),
+                                      args.evaluate or args.classifier_samples, args.fid_weights, args.download,
+                                      args.num_workers)
         except (fid.FIDWeightsError, ValueError) as e:
             fail(str(e))
     if args.generate or args.evaluate:
         return use_checkpoint(args, G_sample, evaluator, ckpt, device)
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            fail("--track needs wandb: pip install wandb")
+    images = load_images(dataset, args)
+    images = images if images is None else images.to(device)
     run_dir = ckpt["path"].parent if ckpt else new_run_dir(args)
-    step, batches_used = (ckpt["step"], ckpt["batches_used"]) if ckpt else (0, 0)
-    fids, wall_before = (ckpt["fids"], ckpt["wall_time"]) if ckpt else ([], 0.0)  # the run's earlier parts
+    step, batches_used, fids = start["step"], start["batches_used"], start["fids"]
     try:
         metrics = run_dir / "metrics.jsonl"  # on resume, lines after the checkpoint's step are logged again
         lines = metrics.read_text().splitlines() if metrics.exists() else []
@@ -685,6 +678,7 @@ def main(argv=None):
             shutil.rmtree(run_dir, ignore_errors=True)
         fail(f"cannot write to {run_dir}: {reason(e)}")
     if args.track:
+        import wandb
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
                    dir=str(run_dir), sync_tensorboard=True)
     writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
@@ -698,8 +692,8 @@ def main(argv=None):
         try:
             save_checkpoint(run_dir / "checkpoint.pt", {
                 "step": step, "batches_used": batches_used, "fids": fids, "args": vars(args), "rng": rng_state(),
-                "wall_time": wall_before + time.time() - start_time, **{k: m.state_dict() for k, m in models.items()},
-                **{f"opt_{k}": o.state_dict() for k, o in optimizers.items()}})
+                "wall_time": start["wall_time"] + time.time() - start_time}
+                | {k: s.state_dict() for k, s in states.items()})
         except OSError as e:
             kept = f"the last one is of step {saved_step}" if saved_step else "none was written"
             fail(f"cannot write {run_dir / 'checkpoint.pt'}: {reason(e)}; {kept}", code=1)
@@ -714,7 +708,7 @@ def main(argv=None):
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
     batches = infinite_batches(dataset, images, args, device, start=batches_used)
-    set_rng_state(rng)
+    set_rng_state(start["rng"])  # whatever the setup drew (Inception's init, ...), training noise starts here
     start_time = last_log_time = time.time()
     last_log_step = step
     print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images, "
@@ -730,14 +724,16 @@ def main(argv=None):
                 with torch.set_grad_enabled(last):
                     fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
                 if last:  # before D's step: the unroll starts from D's live parameters and Adam state
-                    timed = (step + 1) % args.log_every == 0 or step + 1 == args.total_steps  # timing waits for the device
+                    # timing waits for the device: only at log steps
+                    timed = (step + 1) % args.log_every == 0 or step + 1 == args.total_steps
                     unroll_start = wall_clock(device) if timed else 0.0
-                    loss_g_unrolled = unrolled_generator_loss(D, optimizers["D"], real, fake, args.loss, args.unroll_steps,
-                                                              args.first_order)
+                    loss_g_unrolled = unrolled_generator_loss(D, optimizers["D"], real, fake, args.loss,
+                                                              args.unroll_steps, args.first_order)
                     optimizers["G"].zero_grad(set_to_none=True)
                     loss_g_unrolled.backward(inputs=list(G.parameters()))  # eq. (12); D's .grad is left alone
                     loss_g_unrolled, fake = loss_g_unrolled.detach(), fake.detach()  # free the unrolled graph now
-                    unroll_ms = 1000 * (wall_clock(device) - unroll_start) / max(args.unroll_steps, 1) if timed else unroll_ms
+                    if timed:
+                        unroll_ms = 1000 * (wall_clock(device) - unroll_start) / max(args.unroll_steps, 1)
                 real_logits, fake_logits = D(real), D(fake)
                 loss_d = d_loss(real_logits, fake_logits, args.loss)
                 optimizers["D"].zero_grad(set_to_none=True)
@@ -747,7 +743,7 @@ def main(argv=None):
             step += 1
             losses = {"d_loss": loss_d, "g_loss": g_loss(fake_logits, args.loss), "g_unrolled_loss": loss_g_unrolled,
                      "d_real": d_score(real_logits, args.loss), "d_fake": d_score(fake_logits, args.loss),
-                     "unroll_ms": loss_d.new_full((), unroll_ms)}  # a fill, not a host-to-device copy (which would wait)
+                      "unroll_ms": loss_d.new_full((), unroll_ms)}  # a fill, not a host-to-device copy (a wait)
 
             # TRY NOT TO MODIFY: EMA, the non-finite check (read only at log steps), logging, samples, evaluation
             if args.ema_decay:
@@ -796,7 +792,7 @@ def main(argv=None):
 
     summary = {"run_dir": str(run_dir), "step": step, **logged, "fid": fids[-1] if fids else None,
                "best_fid": min(fids, default=None), "fid_of": "G_ema" if ema else "G",
-               "wall_time": wall_before + time.time() - start_time}  # all parts
+               "wall_time": start["wall_time"] + time.time() - start_time}  # all parts
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if interrupted:
         print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}",

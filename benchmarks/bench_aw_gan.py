@@ -5,9 +5,10 @@ The three variants run on copies of the same spectral-norm D with the same batch
 (the order rotates every round) so that load from other processes hits them alike. Prints a markdown table of the
 median milliseconds per D step and the ratio to the plain step: compare ratios, not absolute numbers.
 
-    python benchmarks/bench_aw_gan.py                       # SN-GAN ResNet D (width 128) and standard CNN D, 32x32, batch 64
+    python benchmarks/bench_aw_gan.py          # SN-GAN ResNet D (width 128) and standard CNN D, 32x32, batch 64
     python benchmarks/bench_aw_gan.py --arch resnet --ndf 32 --repeats 21
 """
+
 import argparse
 import copy
 import statistics
@@ -44,18 +45,25 @@ def measure(arch, ndf, args):
     D = {"resnet": aw_gan.ResNetDiscriminator, "cnn": aw_gan.CNNDiscriminator}[arch](3, args.image_size, ndf)
     D.apply(aw_gan.sngan_init if arch == "resnet" else aw_gan.dcgan_init)
     aw_gan.spectral_norm_all(D)
-    steps = {"plain (L_r + L_f).backward()": plain_d_step,
-             "aw_d_step --no-aw": lambda *a: aw_gan.aw_d_step(*a, aw=False),
-             "aw_d_step (aw)": lambda *a: aw_gan.aw_d_step(*a, aw=True)}
+    steps = {
+        "plain (L_r + L_f).backward()": plain_d_step,
+        "aw_d_step --no-aw": lambda *a: aw_gan.aw_d_step(*a, aw=False),
+        "aw_d_step (aw)": lambda *a: aw_gan.aw_d_step(*a, aw=True),
+    }
     variants = {}
     for name, step in steps.items():
         net = copy.deepcopy(D)
         variants[name] = (step, net, torch.optim.Adam(net.parameters(), 2e-4, betas=(0.0, 0.9)), [])
-    batches = [(torch.rand(args.batch_size, 3, args.image_size, args.image_size) * 2 - 1,
-                torch.tanh(torch.randn(args.batch_size, 3, args.image_size, args.image_size))) for _ in range(2)]
+    batches = [
+        (
+            torch.rand(args.batch_size, 3, args.image_size, args.image_size) * 2 - 1,
+            torch.tanh(torch.randn(args.batch_size, 3, args.image_size, args.image_size)),
+        )
+        for _ in range(2)
+    ]
     names = list(variants)
     for r in range(args.warmup + args.repeats):
-        for name in names[r % 3:] + names[:r % 3]:  # rotate the order every round
+        for name in names[r % 3 :] + names[: r % 3]:  # rotate the order every round
             step, net, optimizer, times = variants[name]
             real, fake = batches[r % 2]
             start = time.perf_counter()
@@ -70,7 +78,7 @@ def measure(arch, ndf, args):
         start = time.perf_counter()
         aw_arithmetic(params, *grads)
         times.append(time.perf_counter() - start)
-    seconds["aw arithmetic alone"] = statistics.median(times[len(times) // 10:])
+    seconds["aw arithmetic alone"] = statistics.median(times[len(times) // 10 :])
     return seconds, sum(p.numel() for p in params)
 
 
@@ -81,13 +89,21 @@ def main():
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64, help="D batch (the paper's 64)")
     p.add_argument("--loss", default="hinge", choices=("hinge", "gan"))
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: a second thread on a shared 2-core machine mostly spins)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (1: a second thread on a shared 2-core machine mostly spins)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds")
     p.add_argument("--repeats", type=int, default=9, help="timed rounds (median)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU, {args.threads} threads, batch {args.batch_size}, {args.image_size}x{args.image_size}, --loss {args.loss}, "
-          f"median of {args.repeats} interleaved steps after {args.warmup} warm-up rounds, torch {torch.__version__}\n")
+    print(
+        f"CPU, {args.threads} threads, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
+        f"--loss {args.loss}, "
+        f"median of {args.repeats} interleaved steps after {args.warmup} warm-up rounds, torch {torch.__version__}\n"
+    )
     print("| D | parameters | variant | ms / D step | ratio to plain |")
     print("|---|---:|---|---:|---:|")
     for arch in args.arch:

@@ -4,6 +4,7 @@ Usage: python benchmarks/bench_fid.py [--threads 1] [--repeats 5] [--device cpu]
 Prints medians over --repeats runs, taken in alternation (the machine may be shared), and the agreement
 of the two implementations. Needs pytorch-fid (requirements-dev.txt); no real weights, no internet.
 """
+
 import argparse
 import os
 import sys
@@ -17,8 +18,13 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each measurement (median reported)")
     p.add_argument("--batch-size", type=int, default=50, help="images per batch (32x32, resized to 299)")
     p.add_argument("--device", default="cpu", help="device of the Inception forward passes")
-    p.add_argument("--fd-samples", type=int, nargs="+", default=[4096, 500],
-                   help="samples behind the d=2048 statistics (fewer than 2048: singular covariances)")
+    p.add_argument(
+        "--fd-samples",
+        type=int,
+        nargs="+",
+        default=[4096, 500],
+        help="samples behind the d=2048 statistics (fewer than 2048: singular covariances)",
+    )
     return p.parse_args()
 
 
@@ -42,7 +48,7 @@ def random_fid_weights(fid, torch):
         elif key.endswith(("bn.weight", "running_var")):
             value.copy_(0.5 + torch.rand(value.shape, generator=g))
         elif key == "fc.weight":
-            value.copy_(torch.randn(value.shape, generator=g) / 2048 ** 0.5)
+            value.copy_(torch.randn(value.shape, generator=g) / 2048**0.5)
     return state
 
 
@@ -55,9 +61,12 @@ def main():
     import torch
     from pytorch_fid import fid_score, inception
     import fid
+
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, numpy {np.__version__}, threads {args.threads}, device {args.device}, "
-          f"repeats {args.repeats}")
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}, threads {args.threads}, device {args.device}, "
+        f"repeats {args.repeats}"
+    )
 
     state = random_fid_weights(fid, torch)
     ours = fid.load_inception(state, args.device)
@@ -79,8 +88,10 @@ def main():
         t_ours.append(timed(fid_py_batch))
     rate_ours = args.batch_size / float(np.median(t_ours))
     rate_theirs = args.batch_size / float(np.median(t_theirs))
-    print(f"features/s (batch {args.batch_size}, 32x32): fid.py {rate_ours:.2f}  pytorch-fid {rate_theirs:.2f}  "
-          f"ratio {rate_ours / rate_theirs:.3f}")
+    print(
+        f"features/s (batch {args.batch_size}, 32x32): fid.py {rate_ours:.2f}  pytorch-fid {rate_theirs:.2f}  "
+        f"ratio {rate_ours / rate_theirs:.3f}"
+    )
 
     rng = np.random.default_rng(0)
     for n in args.fd_samples:
@@ -92,15 +103,23 @@ def main():
             t_ref = median_time(lambda: fid_score.calculate_frechet_distance(*stats), (args.repeats + 1) // 2)
         value = fid.frechet_distance(*stats)
         t_fd = median_time(lambda: fid.frechet_distance(*stats), args.repeats)
-        line = (f"frechet_distance d=2048, n={n}: fid.py {t_fd:.2f} s  pytorch-fid {t_ref:.2f} s  "
-                f"speed-up {t_ref / t_fd:.1f}x  values {value:.12g} vs {float(reference):.12g}  "
-                f"relative difference {abs(value - reference) / abs(reference):.1e}")
+        line = (
+            f"frechet_distance d=2048, n={n}: fid.py {t_fd:.2f} s  pytorch-fid {t_ref:.2f} s  "
+            f"speed-up {t_ref / t_fd:.1f}x  values {value:.12g} vs {float(reference):.12g}  "
+            f"relative difference {abs(value - reference) / abs(reference):.1e}"
+        )
         if n < 2048:  # singular covariances: the exact value from the samples, tr sqrt(S1 S2) = ||C1 C2^T||_*
             c1, c2 = [(f - f.mean(0)) / np.sqrt(n - 1) for f in features]
-            exact = (np.sum((stats[0] - stats[2]) ** 2) + np.trace(stats[1]) + np.trace(stats[3])
-                     - 2 * np.linalg.svd(c1 @ c2.T, compute_uv=False).sum())
-            line += (f"; error to the exact {exact:.12g}: fid.py {abs(value - exact) / exact:.1e}, "
-                     f"pytorch-fid {abs(reference - exact) / exact:.1e}")
+            exact = (
+                np.sum((stats[0] - stats[2]) ** 2)
+                + np.trace(stats[1])
+                + np.trace(stats[3])
+                - 2 * np.linalg.svd(c1 @ c2.T, compute_uv=False).sum()
+            )
+            line += (
+                f"; error to the exact {exact:.12g}: fid.py {abs(value - exact) / exact:.1e}, "
+                f"pytorch-fid {abs(reference - exact) / exact:.1e}"
+            )
         print(line)
 
 

@@ -7,6 +7,7 @@ from the per-step `sps` of metrics.jsonl; the table gives the median over --repe
 
 Usage: python benchmarks/bench_lens_gan.py --threads 1 --repeats 3
 """
+
 import argparse
 import contextlib
 import io
@@ -24,10 +25,14 @@ import lens_gan  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--losses", nargs="+", default=["gan", "wgan-gp"], choices=("gan", "lsgan", "wgan-gp"))
     p.add_argument("--lens-channels", nargs="+", type=int, default=[32], help="lens widths to time")
-    p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "cifar10-test-jpg"), help="an ImageFolder tree")
+    p.add_argument(
+        "--data-root", default=str(ROOT.parent / "shared" / "data" / "cifar10-test-jpg"), help="an ImageFolder tree"
+    )
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--width", type=int, default=None, help="--ngf and --ndf (default: the script's per-loss default)")
@@ -46,9 +51,32 @@ def seconds_per_iteration(run_dir, warmup):
 
 
 def time_run(args, loss, lens_channels, out_dir):
-    argv = ["--dataset", "folder", "--data-root", args.data_root, "--loss", loss, "--image-size", str(args.image_size),
-            "--batch-size", str(args.batch_size), "--total-steps", str(args.warmup + args.steps), "--num-workers", "0",
-            "--log-every", "1", "--sample-every", "0", "--checkpoint-every", "0", "--device", "cpu", "--out-dir", out_dir]
+    argv = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        args.data_root,
+        "--loss",
+        loss,
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--total-steps",
+        str(args.warmup + args.steps),
+        "--num-workers",
+        "0",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--device",
+        "cpu",
+        "--out-dir",
+        out_dir,
+    ]
     argv += ["--ngf", str(args.width), "--ndf", str(args.width)] if args.width else []
     argv += ["--lens-channels", str(lens_channels)] if lens_channels else ["--no-lens"]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -65,8 +93,10 @@ def main(argv=None):
         for _ in range(args.repeats):
             for loss, c in variants:
                 times[loss, c].append(time_run(args, loss, c, out_dir))
-    print(f"CPU, {args.threads} thread(s), batch {args.batch_size}, {args.image_size}x{args.image_size} RGB, "
-          f"median of {args.repeats} runs x {args.steps} iterations (after {args.warmup} warm-up)\n")
+    print(
+        f"CPU, {args.threads} thread(s), batch {args.batch_size}, {args.image_size}x{args.image_size} RGB, "
+        f"median of {args.repeats} runs x {args.steps} iterations (after {args.warmup} warm-up)\n"
+    )
     print("| loss | n_critic | G / D width | lens | lens params | ms / iteration | x no lens |")
     print("|---|---|---|---|---|---|---|")
     for loss, c in variants:
@@ -74,7 +104,10 @@ def main(argv=None):
         width = args.width or defaults.ngf
         params = sum(p.numel() for p in lens_gan.Lens(3, c).parameters()) if c else 0
         ms, base = 1000 * statistics.median(times[loss, c]), 1000 * statistics.median(times[loss, 0])
-        print(f"| {loss} | {defaults.n_critic} | {width} | {f'{c} channels' if c else 'none'} | {params:,} | {ms:.0f} | {ms / base:.2f} |")
+        print(
+            f"| {loss} | {defaults.n_critic} | {width} | {f'{c} channels' if c else 'none'} | {params:,} | "
+            f"{ms:.0f} | {ms / base:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ shapes only).
     python benchmarks/bench_reg_gan.py                       # CPU, 1 thread, CIFAR-10 shapes (3x32x32), batch 64
     python benchmarks/bench_reg_gan.py --device cuda --repeats 50
 """
+
 import argparse
 import statistics
 import sys
@@ -22,7 +23,9 @@ import reg_gan as reg  # noqa: E402
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (CPU)")
     p.add_argument("--image-size", type=int, default=32)
@@ -31,7 +34,9 @@ def parse_args():
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--z-dim", type=int, default=100)
-    p.add_argument("--gamma", type=float, default=2.0, help="regularized variant's gamma (the cost does not depend on it)")
+    p.add_argument(
+        "--gamma", type=float, default=2.0, help="regularized variant's gamma (the cost does not depend on it)"
+    )
     p.add_argument("--noise-std", type=float, default=0.1, help="noise variant's std")
     p.add_argument("--steps", type=int, default=3, help="iterations per timing")
     p.add_argument("--repeats", type=int, default=15, help="timings per variant (median reported)")
@@ -90,9 +95,11 @@ def main():
     args = parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    variants = {"gamma = 0 (baseline)": Trainer(args, 0.0, 0.0, device),
-                f"gamma = {args.gamma} (regularized)": Trainer(args, args.gamma, 0.0, device),
-                f"noise std {args.noise_std} (null model)": Trainer(args, 0.0, args.noise_std, device)}
+    variants = {
+        "gamma = 0 (baseline)": Trainer(args, 0.0, 0.0, device),
+        f"gamma = {args.gamma} (regularized)": Trainer(args, args.gamma, 0.0, device),
+        f"noise std {args.noise_std} (null model)": Trainer(args, 0.0, args.noise_std, device),
+    }
     for trainer in variants.values():
         for _ in range(args.warmup):
             trainer.d_step()
@@ -105,8 +112,11 @@ def main():
             g_times[name].append(timed(trainer.g_step, args.steps, device))
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
-    print(f"{where}; torch {torch.__version__}; D/G of reg_gan.py at {args.channels}x{args.image_size}x{args.image_size}, "
-          f"ngf {args.ngf}, ndf {args.ndf}, batch {args.batch_size}; median of {args.repeats} x {args.steps} iterations\n")
+    print(
+        f"{where}; torch {torch.__version__}; D/G of reg_gan.py at "
+        f"{args.channels}x{args.image_size}x{args.image_size}, "
+        f"ngf {args.ngf}, ndf {args.ndf}, batch {args.batch_size}; median of {args.repeats} x {args.steps} iterations\n"
+    )
     print("| variant | D step (ms) | vs gamma = 0 | iteration: D + G step (ms) | vs gamma = 0 |")
     print("|---|---|---|---|---|")
     base = next(iter(variants))

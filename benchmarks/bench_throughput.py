@@ -9,6 +9,7 @@ be downloaded here) for a fixed number of steps; steps/s is the script's own `sp
 run (the first half warms up). Where CUDA is available the same runs use it; the script says which device ran.
 Timings, not tests: run it on a quiet machine, one benchmark at a time.
 """
+
 import argparse
 import json
 import os
@@ -20,15 +21,39 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # script, its paper's CIFAR-10 setting beyond the defaults, steps to run (about half a minute each on one CPU thread)
-RUNS = [("gan.py", [], 120), ("lens_gan.py", [], 40), ("aw_gan.py", [], 8), ("reg_gan.py", ["--batch-size", "100"], 60),
-        ("unrolled_gan.py", [], 10), ("wgan_gp.py", [], 10)]
+RUNS = [
+    ("gan.py", [], 120),
+    ("lens_gan.py", [], 40),
+    ("aw_gan.py", [], 8),
+    ("reg_gan.py", ["--batch-size", "100"], 60),
+    ("unrolled_gan.py", [], 10),
+    ("wgan_gp.py", [], 10),
+]
 
 
 def train_sps(code, script, extra, steps, data, device):
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, str(Path(code) / script), "--dataset", "folder", "--data-root", data, "--total-steps", str(steps),
-               "--log-every", str(steps // 2), "--sample-every", "0", "--checkpoint-every", "0", "--out-dir", out,
-               "--device", device, *extra]
+        cmd = [
+            sys.executable,
+            str(Path(code) / script),
+            "--dataset",
+            "folder",
+            "--data-root",
+            data,
+            "--total-steps",
+            str(steps),
+            "--log-every",
+            str(steps // 2),
+            "--sample-every",
+            "0",
+            "--checkpoint-every",
+            "0",
+            "--out-dir",
+            out,
+            "--device",
+            device,
+            *extra,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code)
         if proc.returncode:
             return f"failed: {proc.stderr.strip().splitlines()[-1]}"
@@ -42,10 +67,13 @@ def pipeline_images_per_s(data, batches=60, batch_size=64, device="cpu"):
     import torch
 
     import gan
+
     result = {}
     for stream in (True, False):
-        args = gan.parse_args(["--dataset", "folder", "--data-root", data, "--batch-size", str(batch_size), "--num-workers", "2"]
-                              + (["--stream-data"] if stream else []))[0]
+        args = gan.parse_args(
+            ["--dataset", "folder", "--data-root", data, "--batch-size", str(batch_size), "--num-workers", "2"]
+            + (["--stream-data"] if stream else [])
+        )[0]
         dataset = gan.make_dataset(args)
         images = gan.load_images(dataset, args)
         it = gan.infinite_batches(dataset, None if images is None else images.to(device), args, torch.device(device))
@@ -60,17 +88,25 @@ def pipeline_images_per_s(data, batches=60, batch_size=64, device="cpu"):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--code", nargs="+", default=[str(ROOT)], help="checkouts whose scripts to time, interleaved (first = baseline)")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-test-jpg"), help="32x32 ImageFolder tree")
+    p.add_argument(
+        "--code", nargs="+", default=[str(ROOT)], help="checkouts whose scripts to time, interleaved (first = baseline)"
+    )
+    p.add_argument(
+        "--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-test-jpg"), help="32x32 ImageFolder tree"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--scripts", nargs="*", default=[r[0] for r in RUNS])
     p.add_argument("--no-pipeline", action="store_true", help="skip the input pipeline measurement")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one torch thread: comparable numbers on a shared 2-core machine
     import torch
+
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    print(f"device {device}{'' if device != 'cpu' else ' (no CUDA device available)'}, {torch.get_num_threads()} thread(s), code {' | '.join(args.code)}")
+    print(
+        f"device {device}{'' if device != 'cpu' else ' (no CUDA device available)'}, "
+        f"{torch.get_num_threads()} thread(s), code {' | '.join(args.code)}"
+    )
     for script, extra, steps in RUNS:
         if script in args.scripts:
             sps = [train_sps(code, script, extra, steps, args.data, device) for code in args.code]

@@ -10,6 +10,7 @@ the machine: compare the ratios.
 
 Usage: python benchmarks/bench_unrolled_gan.py --threads 2 --repeats 5
 """
+
 import argparse
 import copy
 import statistics
@@ -23,7 +24,9 @@ import unrolled_gan as ug  # noqa: E402
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--ks", type=int, nargs="+", default=[0, 1, 2, 5, 10], help="numbers of unrolled steps K")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--repeats", type=int, default=5, help="timed iterations per variant (the median is reported)")
@@ -78,7 +81,9 @@ def main():
                 fake = g(torch.randn(args.batch_size, args.z_dim, device=device))
             variants[name] = lambda d=d, opt_d=opt_d, fake=fake: d_step(d, opt_d, real, fake, args)
         else:
-            variants[name] = lambda g=g, d=d, opt_g=opt_g, opt_d=opt_d, K=name[0], fo=name[1]: iteration(g, d, opt_g, opt_d, real, args, K, fo)
+            variants[name] = lambda g=g, d=d, opt_g=opt_g, opt_d=opt_d, K=name[0], fo=name[1]: iteration(
+                g, d, opt_g, opt_d, real, args, K, fo
+            )
     for run in variants.values():
         for _ in range(args.warmup):
             run()
@@ -91,10 +96,16 @@ def main():
     ms = {name: statistics.median(t) for name, t in times.items()}
 
     unit = ms["d_step"]
-    print(f"device {device}, threads {args.threads}, batch {args.batch_size}, {args.channels}x{args.image_size}x{args.image_size}, "
-          f"ngf {args.ngf}, ndf {args.ndf}, loss {args.loss}; median of {args.repeats}; one plain D step = {unit:.1f} ms\n")
-    print("| K | second order: ms / iteration | in D steps | per unrolled step, in D steps "
-          "| first order: ms / iteration | in D steps | per unrolled step, in D steps |")
+    print(
+        f"device {device}, threads {args.threads}, batch {args.batch_size}, "
+        f"{args.channels}x{args.image_size}x{args.image_size}, "
+        f"ngf {args.ngf}, ndf {args.ndf}, loss {args.loss}; median of {args.repeats}; "
+        f"one plain D step = {unit:.1f} ms\n"
+    )
+    print(
+        "| K | second order: ms / iteration | in D steps | per unrolled step, in D steps "
+        "| first order: ms / iteration | in D steps | per unrolled step, in D steps |"
+    )
     print("|---|---|---|---|---|---|---|")
     for K in args.ks:
         cells = []
@@ -103,6 +114,7 @@ def main():
             extra = f"{(t - ms[(0, first_order)]) / K / unit:.2f}" if K and 0 in args.ks else "-"
             cells += [f"{t:.1f}", f"{t / unit:.1f}", extra]
         print(f"| {K} | " + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ double backprop), backward, Adam. Same batch, width (ngf = ndf), image size, cha
 Variants are interleaved within each repeat so that machine load affects them alike; the table gives medians.
 Usage: python benchmarks/bench_wgan_gp.py --threads 1 --batch-size 64 --width 64
 """
+
 import argparse
 import statistics
 import sys
@@ -46,12 +47,17 @@ def make_variants(args):
         with torch.no_grad():
             return G(noise())
 
-    G, D = gan.Generator(args.z_dim, args.channels, args.image_size, args.width), gan.Discriminator(args.channels, args.image_size, args.width)
+    G, D = (
+        gan.Generator(args.z_dim, args.channels, args.image_size, args.width),
+        gan.Discriminator(args.channels, args.image_size, args.width),
+    )
     G.apply(gan.dcgan_init)
     D.apply(gan.dcgan_init)
     gan_opt = {"G": adam(G), "D": adam(D)}
-    nets = {arch: (g(args.z_dim, args.channels, args.image_size, args.width), c(args.channels, args.image_size, args.width))
-            for arch, (g, c) in wgan_gp.NETWORKS.items()}
+    nets = {
+        arch: (g(args.z_dim, args.channels, args.image_size, args.width), c(args.channels, args.image_size, args.width))
+        for arch, (g, c) in wgan_gp.NETWORKS.items()
+    }
     opts = {arch: (adam(g), adam(c)) for arch, (g, c) in nets.items()}
 
     def critic_step(arch, gp_lambda):
@@ -81,7 +87,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--width", type=int, default=64, help="ngf = ndf of every network (gan.py's default 64; wgan_gp's 128)")
+    p.add_argument(
+        "--width", type=int, default=64, help="ngf = ndf of every network (gan.py's default 64; wgan_gp's 128)"
+    )
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--z-dim", type=int, default=128)
@@ -98,7 +106,7 @@ def main():
             fn()
     times = {name: [] for name in variants}
     for r in range(args.repeats):
-        names = list(variants)[r % len(variants):] + list(variants)[:r % len(variants)]  # rotate the order too
+        names = list(variants)[r % len(variants) :] + list(variants)[: r % len(variants)]  # rotate the order too
         for name in names:
             start = time.perf_counter()
             for _ in range(args.inner):
@@ -106,16 +114,20 @@ def main():
             times[name].append((time.perf_counter() - start) / args.inner)
     ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
     base = ms["gan.py D step"]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, width {args.width}, "
-          f"{args.channels}x{args.image_size}x{args.image_size}, median of {args.repeats} x {args.inner}\n")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, width {args.width}, "
+        f"{args.channels}x{args.image_size}x{args.image_size}, median of {args.repeats} x {args.inner}\n"
+    )
     print("| step | ms | x gan.py D step |\n|---|---:|---:|")
     for name, t in ms.items():
         print(f"| {name} | {t:.1f} | {t / base:.2f} |")
     gan_update = ms["gan.py D step"] + ms["gan.py G step"]
     for arch, prefix in (("dcgan", "wgan_gp"), ("resnet", "wgan_gp resnet")):
         update_ms = args.n_critic * ms[f"{prefix} critic step"] + ms[f"{prefix} G step"]
-        print(f"| {arch}: one generator update with {args.n_critic} critic steps | {update_ms:.1f} | "
-              f"{update_ms / gan_update:.2f} x gan.py's D + G |")
+        print(
+            f"| {arch}: one generator update with {args.n_critic} critic steps | {update_ms:.1f} | "
+            f"{update_ms / gan_update:.2f} x gan.py's D + G |"
+        )
 
 
 if __name__ == "__main__":

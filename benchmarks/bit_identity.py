@@ -9,6 +9,7 @@ the final checkpoint (models, optimizers, RNG states), every PNG byte and every 
 Usage: python benchmarks/bit_identity.py --root CHECKOUT --out runs/bit_identity/before
        python benchmarks/bit_identity.py --compare runs/bit_identity/before runs/bit_identity/after
 """
+
 import argparse
 import hashlib
 import json
@@ -20,12 +21,44 @@ from pathlib import Path
 
 import torch
 
-SCRIPTS = {"gan.py": [], "lens_gan.py": ["--lens-channels", "4", "--lens-k", "12"], "aw_gan.py": [],
-           "reg_gan.py": [], "unrolled_gan.py": ["--dataset", "stacked-mnist", "--unroll-steps", "2"],
-           "wgan_gp.py": ["--n-critic", "2"]}
-COMMON = ["--dataset", "mnist", "--image-size", "16", "--batch-size", "16", "--ngf", "8", "--ndf", "8", "--seed", "3",
-          "--num-workers", "0", "--no-download", "--log-every", "1", "--sample-every", "6", "--eval-every", "6",
-          "--no-fid", "--classifier-samples", "300", "--ema-decay", "0.9", "--checkpoint-every", "6"]
+SCRIPTS = {
+    "gan.py": [],
+    "lens_gan.py": ["--lens-channels", "4", "--lens-k", "12"],
+    "aw_gan.py": [],
+    "reg_gan.py": [],
+    "unrolled_gan.py": ["--dataset", "stacked-mnist", "--unroll-steps", "2"],
+    "wgan_gp.py": ["--n-critic", "2"],
+}
+COMMON = [
+    "--dataset",
+    "mnist",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--seed",
+    "3",
+    "--num-workers",
+    "0",
+    "--no-download",
+    "--log-every",
+    "1",
+    "--sample-every",
+    "6",
+    "--eval-every",
+    "6",
+    "--no-fid",
+    "--classifier-samples",
+    "300",
+    "--ema-decay",
+    "0.9",
+    "--checkpoint-every",
+    "6",
+]
 TIMINGS = ("sps", "wall_time", "unroll_ms")  # wall-clock, different at every run
 
 
@@ -44,7 +77,11 @@ def states(ckpt):
         step, models, optimizers = ckpt["counters"][0], ckpt["models"], ckpt["optimizers"]
     else:  # format 3: flat, optimizers named opt_<model>
         step, optimizers = ckpt["step"], {k[4:]: v for k, v in ckpt.items() if k.startswith("opt_")}
-        models = {k: v for k, v in ckpt.items() if isinstance(v, dict) and k not in ("args", "rng") and k[4:] not in optimizers}
+        models = {
+            k: v
+            for k, v in ckpt.items()
+            if isinstance(v, dict) and k not in ("args", "rng") and k[4:] not in optimizers
+        }
     return {"step": step, **flatten({"models": models, "optimizers": optimizers, "rng": ckpt["rng"]})}
 
 
@@ -68,12 +105,18 @@ def record(root, out, data_root, script, steps):
     png = run_dir / "png"
     run(root, script, ["--resume", str(ckpt), "--generate", "20", "--generate-dir", str(png), "--device", "cpu"])
     run(root, script, ["--resume", str(ckpt), "--evaluate", "200", "--no-fid", "--device", "cpu"])
-    metrics = [{k: v for k, v in json.loads(line).items() if k not in TIMINGS}
-               for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        {k: v for k, v in json.loads(line).items() if k not in TIMINGS}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     (evaluated,) = run_dir.glob("evaluate_step*.json")
     numbers = {k: v for k, v in json.loads(evaluated.read_text()).items() if k not in ("checkpoint",)}
-    return {"metrics": metrics, "states": states(torch.load(ckpt, weights_only=True)), "evaluate": numbers,
-            "png": [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(png.iterdir())]}
+    return {
+        "metrics": metrics,
+        "states": states(torch.load(ckpt, weights_only=True)),
+        "evaluate": numbers,
+        "png": [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(png.iterdir())],
+    }
 
 
 def same(a, b):
@@ -93,11 +136,13 @@ def compare(a_dir, b_dir):
         keys = set(a["states"]) | set(b["states"])
         differ = sorted(k for k in keys if not same(a["states"].get(k), b["states"].get(k)))
         lines = sum(len(m) - 1 for m in a["metrics"])
-        checks = {f"metrics.jsonl ({len(a['metrics'])} lines, {lines} numbers)": a["metrics"] == b["metrics"],
-                  f"checkpoint ({len(keys)} tensors and values)": not differ,
-                  f"--generate ({len(a['png'])} PNGs)": a["png"] == b["png"],
-                  f"--evaluate ({', '.join(k for k in a['evaluate'] if k not in ('step', 'samples'))})":
-                      a["evaluate"] == b["evaluate"]}
+        checks = {
+            f"metrics.jsonl ({len(a['metrics'])} lines, {lines} numbers)": a["metrics"] == b["metrics"],
+            f"checkpoint ({len(keys)} tensors and values)": not differ,
+            f"--generate ({len(a['png'])} PNGs)": a["png"] == b["png"],
+            f"--evaluate ({', '.join(k for k in a['evaluate'] if k not in ('step', 'samples'))})": a["evaluate"]
+            == b["evaluate"],
+        }
         for what, equal in checks.items():
             print(f"{script:16s} {what:60s} {'identical' if equal else 'DIFFERENT'}")
             ok &= equal

@@ -1,5 +1,6 @@
 """Shared test helpers. Every method script is tested the same way: unit tests of its paper functions, a few
 real training steps on ../shared/data MNIST (skipped when that folder is absent), exact resume, bad input."""
+
 import json
 import os
 import subprocess
@@ -17,8 +18,22 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)  # tiny nets: threads only add overhead, and CI has 2 busy cores
 
 # A few-second MNIST run at tiny width; every image script accepts these shared flags.
-TINY = ["--dataset", "mnist", "--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--log-every", "1",
-        "--sample-every", "2", "--checkpoint-every", "2"]
+TINY = [
+    "--dataset",
+    "mnist",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--num-workers",
+    "0",
+    "--log-every",
+    "1",
+    "--sample-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +45,7 @@ def quick_mnist_classifier(monkeypatch):
     def quick(root, cache_dir, device="cpu", download=False):
         images, labels = fid.mnist_digits(root, train=True, download=download)
         return fid.train_mnist_classifier(images[:256], labels[:256], steps=5, device=device), 0.0
+
     monkeypatch.setattr(fid, "mnist_classifier", quick)
 
 
@@ -48,14 +64,22 @@ def image_folder(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / "folder" / cls).mkdir(parents=True)
         for i in range(8):
-            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "folder" / cls / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / "folder" / cls / f"{i}.png"
+            )
     return str(tmp_path / "folder")
 
 
 def run_script(script, *args, timeout=600):
     """Run a script as a user would; returns the CompletedProcess (stdout, stderr, returncode)."""
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def read_metrics(run_dir, drop=("sps",)):
@@ -75,7 +99,9 @@ def check_run_dir(summary, steps, sample_steps):
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert json.loads((run_dir / "args.json").read_text())["total_steps"] == steps
     assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, steps + 1))
-    assert sorted(p.name for p in (run_dir / "samples").glob("step_*.png")) >= [f"step_{s:07d}.png" for s in sample_steps]
+    assert sorted(p.name for p in (run_dir / "samples").glob("step_*.png")) >= [
+        f"step_{s:07d}.png" for s in sample_steps
+    ]
     assert list(run_dir.glob("events.out.tfevents.*")), "no TensorBoard events"
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == steps

@@ -1,5 +1,6 @@
 """aw_gan.py: Algorithm 1 on hand-built gradients (Theorem 2's geometry), one D step against a manual computation,
 the SN-GAN networks, and the script end to end."""
+
 import copy
 import math
 import subprocess
@@ -78,7 +79,9 @@ def test_balanced_case_is_the_angle_bisector(pair):
     assert case == 5 and (w_r, w_f) == (1 / math.sqrt(g_r @ g_r + 1e-4), 1 / math.sqrt(g_f @ g_f + 1e-4))
     bound = 1e-4 / min(g_r @ g_r, g_f @ g_f).item()  # how far the 1e-4 can tilt d off the bisector (relative)
     assert cos(d, g_r) == pytest.approx(cos(d, g_f), abs=bound)
-    assert math.degrees(math.acos(cos(d, g_r))) == pytest.approx(math.degrees(math.acos(cos(g_r, g_f))) / 2, abs=bound * 90)
+    assert math.degrees(math.acos(cos(d, g_r))) == pytest.approx(
+        math.degrees(math.acos(cos(g_r, g_f))) / 2, abs=bound * 90
+    )
 
 
 @pytest.mark.parametrize("pair", [OBTUSE, ACUTE])
@@ -87,14 +90,22 @@ def test_balanced_case_is_the_angle_bisector(pair):
 def test_eps_is_added_to_both_weights(pair, scores, normalized):
     w_r0, w_f0, case0 = aw_gan.aw_weights(P(*pair), *scores, eps=0.0, normalized=normalized)
     w_r, w_f, case = aw_gan.aw_weights(P(*pair), *scores, eps=0.05, normalized=normalized)
-    assert case == case0 and w_r == pytest.approx(w_r0 + 0.05, abs=1e-15) and w_f == pytest.approx(w_f0 + 0.05, abs=1e-15)
+    assert (
+        case == case0 and w_r == pytest.approx(w_r0 + 0.05, abs=1e-15) and w_f == pytest.approx(w_f0 + 0.05, abs=1e-15)
+    )
     assert aw_gan.aw_weights(P(*pair), *scores, normalized=normalized) == (w_r, w_f, case)  # eps defaults to 0.05
 
 
-@pytest.mark.parametrize("pair, scores, expected", [
-    (OBTUSE, FAVOUR_REAL, (1, 4 / (9 + 1e-4), 1)), (ACUTE, FAVOUR_REAL, (1, 0, 2)),
-    (OBTUSE, FAVOUR_FAKE, (4 / (10 + 1e-4), 1, 3)), (ACUTE, FAVOUR_FAKE, (0, 1, 4)), (OBTUSE, BOTH, (1, 1, 5)),
-])
+@pytest.mark.parametrize(
+    "pair, scores, expected",
+    [
+        (OBTUSE, FAVOUR_REAL, (1, 4 / (9 + 1e-4), 1)),
+        (ACUTE, FAVOUR_REAL, (1, 0, 2)),
+        (OBTUSE, FAVOUR_FAKE, (4 / (10 + 1e-4), 1, 3)),
+        (ACUTE, FAVOUR_FAKE, (0, 1, 4)),
+        (OBTUSE, BOTH, (1, 1, 5)),
+    ],
+)
 def test_algorithm_2_without_normalization(pair, scores, expected):
     """--no-normalize (Algorithm 2): 1/|g| -> 1, projections -rf/ff and -rf/rr; the same orthogonality."""
     d, (w_r, w_f, case) = direction(*pair, scores, normalized=False)
@@ -116,12 +127,16 @@ def test_vanishing_gradient_is_safe():
     assert case == 5 and w_r == pytest.approx(100.0) and math.isfinite(w_f)
 
 
-TINY_STEP = 2.0 ** -20
+TINY_STEP = 2.0**-20
 EDGES = [  # (s_r, s_f, delta, expected case with OBTUSE gradients); every number exact in binary
-    (0.5, 0.0, 0.05, 5), (0.5 - TINY_STEP, 0.0, 0.05, 1),  # s_r == alpha1 is not "< alpha1"
-    (0.75, 0.0, 0.05, 5), (0.75 + TINY_STEP, 0.0, 0.05, 3),  # s_r == alpha2 is not "> alpha2"
-    (0.625, 0.75, 0.125, 5), (0.625, 0.75 + TINY_STEP, 0.125, 1),  # s_r == s_f - delta is not "< s_f - delta"
-    (0.8125, 0.9375, 0.125, 5), (0.8125, 0.9375 - TINY_STEP, 0.125, 3),  # ... nor "> s_f - delta" (above alpha2)
+    (0.5, 0.0, 0.05, 5),
+    (0.5 - TINY_STEP, 0.0, 0.05, 1),  # s_r == alpha1 is not "< alpha1"
+    (0.75, 0.0, 0.05, 5),
+    (0.75 + TINY_STEP, 0.0, 0.05, 3),  # s_r == alpha2 is not "> alpha2"
+    (0.625, 0.75, 0.125, 5),
+    (0.625, 0.75 + TINY_STEP, 0.125, 1),  # s_r == s_f - delta is not "< s_f - delta"
+    (0.8125, 0.9375, 0.125, 5),
+    (0.8125, 0.9375 - TINY_STEP, 0.125, 3),  # ... nor "> s_f - delta" (above alpha2)
     (0.8125, 0.9375 + TINY_STEP, 0.125, 1),  # s_r > alpha2, but the fake score is higher still: favour real
 ]
 
@@ -133,8 +148,13 @@ def test_threshold_edges_are_strict(s_r, s_f, delta, case):
 
 def test_gradient_angle():
     a = torch.tensor([1.0, 0.0])
-    for b, degrees in ((torch.tensor([0.0, 3.0]), 90), (torch.tensor([2.0, 0.0]), 0), (torch.tensor([-1.0, 1.0]), 135),
-                       (torch.tensor([-5.0, 0.0]), 180), (torch.zeros(2), 90)):  # undefined: 90, flagged by aw_d_step
+    for b, degrees in (
+        (torch.tensor([0.0, 3.0]), 90),
+        (torch.tensor([2.0, 0.0]), 0),
+        (torch.tensor([-1.0, 1.0]), 135),
+        (torch.tensor([-5.0, 0.0]), 180),
+        (torch.zeros(2), 90),
+    ):  # undefined: 90, flagged by aw_d_step
         assert aw_gan.gradient_angle(aw_gan.gradient_products(a, b)).item() == pytest.approx(degrees, abs=1e-3)
 
 
@@ -151,21 +171,34 @@ def manual_losses(real_logits, fake_logits, loss):
     return -torch.log(torch.sigmoid(real_logits)).mean(), -torch.log(1 - torch.sigmoid(fake_logits)).mean()
 
 
-@pytest.mark.parametrize("arch, loss, favour", [
-    ("cnn", "hinge", "real"), ("cnn", "hinge", "fake"), ("cnn", "hinge", "both"), ("resnet", "gan", "real"),
-    ("resnet", "gan", "fake"), ("cnn", "hinge", None), ("resnet", "gan", None),
-])
+@pytest.mark.parametrize(
+    "arch, loss, favour",
+    [
+        ("cnn", "hinge", "real"),
+        ("cnn", "hinge", "fake"),
+        ("cnn", "hinge", "both"),
+        ("resnet", "gan", "real"),
+        ("resnet", "gan", "fake"),
+        ("cnn", "hinge", None),
+        ("resnet", "gan", None),
+    ],
+)
 def test_one_d_step_equals_the_manual_weighted_gradient(arch, loss, favour):
     """aw_d_step on a tiny spectral-norm D against the same step done by hand: separate backward passes of L_r and
     L_f through the same two forward passes, Algorithm 1's weights from those gradients, an SGD step. favour
     forces a branch by the thresholds (None: --no-aw, weights 1)."""
-    thresholds = {"real": dict(alpha1=2.0), "fake": dict(alpha1=-1.0, alpha2=-1.0, delta=2.0),
-                  "both": dict(alpha1=-1.0, alpha2=2.0, delta=2.0)}.get(favour, {})
+    thresholds = {
+        "real": dict(alpha1=2.0),
+        "fake": dict(alpha1=-1.0, alpha2=-1.0, delta=2.0),
+        "both": dict(alpha1=-1.0, alpha2=2.0, delta=2.0),
+    }.get(favour, {})
     D = tiny_sn_discriminator(arch)
     torch.manual_seed(1)
     real, fake = torch.rand(6, 1, 16, 16) * 2 - 1, 0.5 * torch.randn(6, 1, 16, 16)
     D_manual = copy.deepcopy(D)
-    stats = aw_gan.aw_d_step(D, torch.optim.SGD(D.parameters(), lr=0.1), real, fake, loss, favour is not None, **thresholds)
+    stats = aw_gan.aw_d_step(
+        D, torch.optim.SGD(D.parameters(), lr=0.1), real, fake, loss, favour is not None, **thresholds
+    )
 
     real_logits, fake_logits = D_manual(real), D_manual(fake)
     grads = []
@@ -176,21 +209,30 @@ def test_one_d_step_equals_the_manual_weighted_gradient(arch, loss, favour):
     g_r, g_f = grads
     rr, ff, rf = (g_r @ g_r).item() + 1e-4, (g_f @ g_f).item() + 1e-4, (g_r @ g_f).item()
     assert abs(g_r @ g_r) > 0 and abs(g_f @ g_f) > 0  # both parts active: the test can tell the weights apart
-    w_r, w_f = {"real": (1 / math.sqrt(rr), -rf / (ff * math.sqrt(rr)) if rf <= 0 else 0.0),
-                "fake": (-rf / (rr * math.sqrt(ff)) if rf <= 0 else 0.0, 1 / math.sqrt(ff)),
-                "both": (1 / math.sqrt(rr), 1 / math.sqrt(ff)), None: (None, None)}[favour]
+    w_r, w_f = {
+        "real": (1 / math.sqrt(rr), -rf / (ff * math.sqrt(rr)) if rf <= 0 else 0.0),
+        "fake": (-rf / (rr * math.sqrt(ff)) if rf <= 0 else 0.0, 1 / math.sqrt(ff)),
+        "both": (1 / math.sqrt(rr), 1 / math.sqrt(ff)),
+        None: (None, None),
+    }[favour]
     expected = (w_r + 0.05) * g_r + (w_f + 0.05) * g_f if favour else g_r + g_f
 
     got = torch.cat([p.grad.flatten() for p in D.parameters()]).double()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
-    for p, q, g in zip(D.parameters(), D_manual.parameters(), expected.float().split([p.numel() for p in D.parameters()])):
+    for p, q, g in zip(
+        D.parameters(), D_manual.parameters(), expected.float().split([p.numel() for p in D.parameters()])
+    ):
         torch.testing.assert_close(p, q - 0.1 * g.view_as(q), rtol=1e-5, atol=1e-7)
-    for (name, b), (_, b_manual) in zip(D.named_buffers(), D_manual.named_buffers()):  # SN's u, v: 2 power iterations each
+    for (name, b), (_, b_manual) in zip(
+        D.named_buffers(), D_manual.named_buffers()
+    ):  # SN's u, v: 2 power iterations each
         assert torch.equal(b, b_manual), name
     assert stats["s_r"].item() == pytest.approx(torch.sigmoid(real_logits).mean().item(), rel=1e-6)
     assert stats["s_f"].item() == pytest.approx(torch.sigmoid(fake_logits).mean().item(), rel=1e-6)
     assert stats["d_loss"].item() == pytest.approx(sum(manual_losses(real_logits, fake_logits, loss)).item(), rel=1e-5)
-    assert stats["angle"].item() == pytest.approx(math.degrees(math.acos(rf / math.sqrt((rr - 1e-4) * (ff - 1e-4)))), abs=1e-2)
+    assert stats["angle"].item() == pytest.approx(
+        math.degrees(math.acos(rf / math.sqrt((rr - 1e-4) * (ff - 1e-4)))), abs=1e-2
+    )
     if favour:
         assert (stats["w_r"].item(), stats["w_f"].item()) == pytest.approx((w_r + 0.05, w_f + 0.05), rel=1e-4)
         case = {"real": 1 if rf <= 0 else 2, "fake": 3 if rf <= 0 else 4, "both": 5}[favour]
@@ -214,8 +256,10 @@ def test_unweighted_step_is_the_plain_backward():
 @pytest.mark.parametrize("size", [16, 32, 64])
 @pytest.mark.parametrize("arch", ["resnet", "cnn"])
 def test_networks_shapes_and_spectral_norm(arch, size):
-    G_cls, D_cls = {"resnet": (aw_gan.ResNetGenerator, aw_gan.ResNetDiscriminator),
-                    "cnn": (aw_gan.CNNGenerator, aw_gan.CNNDiscriminator)}[arch]
+    G_cls, D_cls = {
+        "resnet": (aw_gan.ResNetGenerator, aw_gan.ResNetDiscriminator),
+        "cnn": (aw_gan.CNNGenerator, aw_gan.CNNDiscriminator),
+    }[arch]
     torch.manual_seed(0)
     G, D = G_cls(10, 3, size, 8), aw_gan.spectral_norm_all(D_cls(3, size, 8))
     images = G(torch.randn(5, 10))
@@ -238,9 +282,19 @@ def test_sngan_cifar10_configuration():
     assert sum(p.numel() for p in G.parameters()) == 4_276_739 and sum(p.numel() for p in D.parameters()) == 1_053_824
     assert D(torch.zeros(2, 3, 32, 32)).shape == (2,)
     cnn = aw_gan.CNNDiscriminator(3, 32, 64)
-    assert [m.out_channels for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)] == [64, 64, 128, 128, 256, 256, 512]
+    assert [m.out_channels for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)] == [
+        64,
+        64,
+        128,
+        128,
+        256,
+        256,
+        512,
+    ]
     assert {m.negative_slope for m in cnn.modules() if isinstance(m, torch.nn.LeakyReLU)} == {0.1}
-    assert [m.out_channels for m in aw_gan.CNNGenerator(128, 3, 32, 64).modules() if isinstance(m, torch.nn.ConvTranspose2d)] == [256, 128, 64]
+    assert [
+        m.out_channels for m in aw_gan.CNNGenerator(128, 3, 32, 64).modules() if isinstance(m, torch.nn.ConvTranspose2d)
+    ] == [256, 128, 64]
 
 
 def test_init_precedes_spectral_norm():
@@ -264,16 +318,33 @@ def test_lr_factor_decays_linearly_to_zero():
 def test_parse_args_defaults_are_sngan_cifar10():
     args = aw_gan.parse_args([])[0]
     assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.n_critic) == (2e-4, 2e-4, 0.0, 0.9, 5)
-    assert (args.batch_size, args.g_batch_size, args.z_dim, args.total_steps, args.lr_decay_steps) == (64, 128, 128, 50_000, 50_000)
-    assert (args.arch, args.ngf, args.ndf, args.loss, args.aw, args.normalize) == ("resnet", 256, 128, "hinge", True, True)
+    assert (args.batch_size, args.g_batch_size, args.z_dim, args.total_steps, args.lr_decay_steps) == (
+        64,
+        128,
+        128,
+        50_000,
+        50_000,
+    )
+    assert (args.arch, args.ngf, args.ndf, args.loss, args.aw, args.normalize) == (
+        "resnet",
+        256,
+        128,
+        "hinge",
+        True,
+        True,
+    )
     assert (args.alpha1, args.alpha2, args.delta, args.eps) == (0.5, 0.75, 0.05, 0.05)
     assert (aw_gan.parse_args(["--arch", "cnn"])[0].ngf, aw_gan.parse_args(["--arch", "cnn"])[0].ndf) == (64, 64)
     assert args.exp_name == "aw_gan" and aw_gan.parse_args(["--total-steps", "7"])[0].lr_decay_steps == 7
 
 
 def test_import_has_no_side_effects(tmp_path):
-    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import aw_gan"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import aw_gan"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -282,7 +353,9 @@ def test_mnist_end_to_end(data_root, tmp_path):
     summary = aw_gan.main(SMALL + ["--data-root", data_root, "--total-steps", "4", "--out-dir", str(tmp_path)])
     run_dir, ckpt = check_run_dir(summary, 4, [2, 4])
     metrics = read_metrics(run_dir)
-    assert set(metrics[0]) == {"step", "d_loss", "g_loss", "s_r", "s_f", "angle", "grad_vanished", "w_r", "w_f"} | {f"case{c}" for c in range(1, 6)}
+    assert set(metrics[0]) == {"step", "d_loss", "g_loss", "s_r", "s_f", "angle", "grad_vanished", "w_r", "w_f"} | {
+        f"case{c}" for c in range(1, 6)
+    }
     for m in metrics:  # the n_critic = 2 updates of each step: a count per case, means of the rest
         assert sum(m[f"case{c}"] for c in range(1, 6)) == 2 and m["w_r"] >= 0.05 and m["w_f"] >= 0.05
         assert 0 < m["s_r"] < 1 and 0 < m["s_f"] < 1 and 0 <= m["angle"] <= 180
@@ -302,34 +375,65 @@ def test_no_aw_baseline_starts_from_the_same_weights(data_root, tmp_path):
 
 
 def test_resume_is_exact(data_root, tmp_path):
-    full, resumed = check_resume_exact(aw_gan.main, SMALL + ["--data-root", data_root, "--checkpoint-every", "0",
-                                                             "--lr-decay-steps", "4"], tmp_path, total=4, first=2)
+    full, resumed = check_resume_exact(
+        aw_gan.main,
+        SMALL + ["--data-root", data_root, "--checkpoint-every", "0", "--lr-decay-steps", "4"],
+        tmp_path,
+        total=4,
+        first=2,
+    )
     a = torch.load(Path(full["run_dir"]) / "checkpoint.pt", weights_only=True)
     b = torch.load(Path(resumed["run_dir"]) / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
 
 
 def test_standard_cnn_gan_loss_algorithm_2_end_to_end(data_root, tmp_path):
-    summary = aw_gan.main(TINY + ["--data-root", data_root, "--image-size", "32", "--arch", "cnn", "--loss", "gan",
-                                  "--no-normalize", "--ngf", "4", "--ndf", "4", "--g-batch-size", "8", "--n-critic", "1",
-                                  "--total-steps", "2", "--out-dir", str(tmp_path)])
+    summary = aw_gan.main(
+        TINY
+        + [
+            "--data-root",
+            data_root,
+            "--image-size",
+            "32",
+            "--arch",
+            "cnn",
+            "--loss",
+            "gan",
+            "--no-normalize",
+            "--ngf",
+            "4",
+            "--ndf",
+            "4",
+            "--g-batch-size",
+            "8",
+            "--n-critic",
+            "1",
+            "--total-steps",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     run_dir, ckpt = check_run_dir(summary, 2, [2])
     assert ckpt["args"]["arch"] == "cnn" and not ckpt["args"]["normalize"]
     assert all(m["w_r"] >= 0.05 and m["w_f"] >= 0.05 for m in read_metrics(run_dir))
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--alpha1", "0.8", "--alpha2", "0.7"], ["--alpha1", "--alpha2"]),
-    (["--alpha2", "1.5"], ["--alpha2", "1.5"]),
-    (["--eps", "nan"], ["--eps", "nan"]),
-    (["--delta", "-0.1"], ["--delta"]),
-    (["--loss", "lsgan"], ["--loss", "lsgan"]),
-    (["--arch", "biggan"], ["--arch", "biggan"]),
-    (["--g-batch-size", "0"], ["--g-batch-size", "> 0"]),
-    (["--ndf", "0"], ["--ndf", "> 0"]),
-    (["--lr-decay-steps", "-1"], ["--lr-decay-steps"]),
-    (["--image-size", "24"], ["--image-size", "24"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--alpha1", "0.8", "--alpha2", "0.7"], ["--alpha1", "--alpha2"]),
+        (["--alpha2", "1.5"], ["--alpha2", "1.5"]),
+        (["--eps", "nan"], ["--eps", "nan"]),
+        (["--delta", "-0.1"], ["--delta"]),
+        (["--loss", "lsgan"], ["--loss", "lsgan"]),
+        (["--arch", "biggan"], ["--arch", "biggan"]),
+        (["--g-batch-size", "0"], ["--g-batch-size", "> 0"]),
+        (["--ndf", "0"], ["--ndf", "> 0"]),
+        (["--lr-decay-steps", "-1"], ["--lr-decay-steps"]),
+        (["--image-size", "24"], ["--image-size", "24"]),
+    ],
+)
 def test_bad_arguments(args, expected, capsys):
     check_bad_input(aw_gan.main, args, capsys, *expected)
 
@@ -339,8 +443,13 @@ def test_resume_keeps_the_lr_schedule(data_root, tmp_path, capsys):
     schedule (lr 0 from step 1 on here); another horizon given on resume is refused."""
     args = SMALL + ["--data-root", data_root, "--out-dir", str(tmp_path), "--n-critic", "1"]
     aw_gan.main(args + ["--total-steps", "1"])
-    check_bad_input(aw_gan.main, args + ["--total-steps", "2", "--resume", "auto", "--lr-decay-steps", "2"], capsys,
-                    "cannot resume", "--lr-decay-steps 1")
+    check_bad_input(
+        aw_gan.main,
+        args + ["--total-steps", "2", "--resume", "auto", "--lr-decay-steps", "2"],
+        capsys,
+        "cannot resume",
+        "--lr-decay-steps 1",
+    )
     summary = aw_gan.main(args + ["--total-steps", "2", "--resume", "auto"])
     ckpt = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)
     assert summary["step"] == 2 and ckpt["args"]["lr_decay_steps"] == 1
@@ -350,17 +459,28 @@ def test_resume_keeps_the_lr_schedule(data_root, tmp_path, capsys):
 def test_cli_error_is_one_line_without_traceback():
     out = run_script("aw_gan.py", "--alpha1", "0.9")
     assert out.returncode == 2 and out.stderr.strip() == (
-        "aw_gan.py: error: need 0 <= --alpha1 < --alpha2 <= 1 (thresholds on a probability), got 0.9, 0.75")
+        "aw_gan.py: error: need 0 <= --alpha1 < --alpha2 <= 1 (thresholds on a probability), got 0.9, 0.75"
+    )
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--no-aw", "--alpha1", "0.4"], ["--alpha1 would be ignored", "--no-aw"]),
-    (["--no-aw", "--no-normalize", "--eps", "0.1", "--delta", "0.1"], ["--normalize, --delta, --eps would be ignored"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--no-aw", "--alpha1", "0.4"], ["--alpha1 would be ignored", "--no-aw"]),
+        (
+            ["--no-aw", "--no-normalize", "--eps", "0.1", "--delta", "0.1"],
+            ["--normalize, --delta, --eps would be ignored"],
+        ),
+    ],
+)
 def test_aw_flags_with_no_aw_are_refused(args, expected, capsys):
     check_bad_input(aw_gan.main, args, capsys, *expected)
 
 
 def test_help_has_no_contradicting_defaults():
     out = run_script("aw_gan.py", "--help").stdout
-    assert "(default: 256" not in out and "(None: 256 for resnet, 64 for cnn)" in out and "not Radford's DCGAN" in " ".join(out.split())
+    assert (
+        "(default: 256" not in out
+        and "(None: 256 for resnet, 64 for cnn)" in out
+        and "not Radford's DCGAN" in " ".join(out.split())
+    )

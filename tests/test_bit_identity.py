@@ -1,4 +1,5 @@
 """benchmarks/bit_identity.py reads both checkpoint formats into the same states, and tells a difference apart."""
+
 import sys
 
 import torch
@@ -22,7 +23,13 @@ def test_both_formats_give_the_same_states_and_a_change_is_seen():
     old, new = formats(2.0)
     a, b = bit_identity.states(old), bit_identity.states(new)
     assert a.keys() == b.keys() and all(bit_identity.same(a[k], b[k]) for k in a)
-    assert {"step", "models/G/w", "optimizers/G/state/0/exp_avg", "optimizers/G/param_groups/0/lr", "rng/torch"} <= a.keys()
+    assert {
+        "step",
+        "models/G/w",
+        "optimizers/G/state/0/exp_avg",
+        "optimizers/G/param_groups/0/lr",
+        "rng/torch",
+    } <= a.keys()
     changed = bit_identity.states(formats(2.5)[1])
     assert not bit_identity.same(a["models/G/w"], changed["models/G/w"])
     assert not bit_identity.same(torch.tensor([1.0]), torch.tensor([1.0], dtype=torch.float64))  # dtype counts

@@ -2,6 +2,7 @@
 itself, stacked-MNIST modes and KL, the classifier Frechet distance, and their use during training and from a
 checkpoint. Training the real classifier takes minutes, so these tests use one trained on 2,000 digits (a stated
 accuracy bound); the numbers of the real one are in docs/fid.md."""
+
 import math
 from pathlib import Path
 
@@ -61,12 +62,37 @@ def test_classifier_fd_is_small_for_real_digits_and_large_for_noise(small_classi
     assert one_digit["class_kl"] > 1.5  # all mass on (about) one class: KL near log 10 = 2.30
 
 
-@pytest.mark.parametrize("dataset, keys", [("mnist", {"classifier_fd", "class_kl"}), ("stacked-mnist", {"modes", "modes_kl"})])
-def test_evaluation_during_training_needs_no_inception_weights(dataset, keys, small_classifier, data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "dataset, keys", [("mnist", {"classifier_fd", "class_kl"}), ("stacked-mnist", {"modes", "modes_kl"})]
+)
+def test_evaluation_during_training_needs_no_inception_weights(
+    dataset, keys, small_classifier, data_root, tmp_path, monkeypatch
+):
     monkeypatch.setattr(fid, "mnist_classifier", lambda *a, **k: (small_classifier, 0.9))
-    monkeypatch.setattr(fid, "load_inception", lambda *a, **k: pytest.fail("--no-fid must not load the Inception weights"))
-    args = TINY + ["--ngf", "8", "--ndf", "8", "--dataset", dataset, "--data-root", data_root, "--total-steps", "2",
-                   "--eval-every", "2", "--no-fid", "--classifier-samples", "300", "--ema-decay", "0.5", "--out-dir", str(tmp_path)]
+    monkeypatch.setattr(
+        fid, "load_inception", lambda *a, **k: pytest.fail("--no-fid must not load the Inception weights")
+    )
+    args = TINY + [
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--dataset",
+        dataset,
+        "--data-root",
+        data_root,
+        "--total-steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--no-fid",
+        "--classifier-samples",
+        "300",
+        "--ema-decay",
+        "0.5",
+        "--out-dir",
+        str(tmp_path),
+    ]
     summary = gan.main(args)
     metrics = read_metrics(summary["run_dir"])
     assert not keys & set(metrics[0]) and {k + "_ema" for k in keys} <= set(metrics[1])
@@ -77,4 +103,6 @@ def test_evaluation_during_training_needs_no_inception_weights(dataset, keys, sm
 def test_missing_mnist_for_the_classifier_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="put it there"):
         fid.mnist_digits(str(tmp_path), train=True)  # what fid.mnist_classifier reads first
-    check_bad_input(gan.main, ["--dataset", "cifar10", "--eval-every", "10", "--no-fid"], capsys, "--no-fid", "nothing to evaluate")
+    check_bad_input(
+        gan.main, ["--dataset", "cifar10", "--eval-every", "10", "--no-fid"], capsys, "--no-fid", "nothing to evaluate"
+    )

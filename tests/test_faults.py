@@ -84,7 +84,7 @@ def test_resuming_a_finished_run_changes_nothing(name, finished, capsys):
     before = files(run_dir)
     with pytest.raises(SystemExit) as exc:
         main(["--resume", str(run_dir / "checkpoint.pt")])
-    assert exc.value.code == 0 and "already at step 2 of 2: nothing to train" in capsys.readouterr().out
+    assert exc.value.code == 0 and "already at step 2: nothing to train" in capsys.readouterr().out
     check_bad_input(
         main,
         ["--resume", str(run_dir / "checkpoint.pt"), "--total-steps", "1"],

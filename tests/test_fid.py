@@ -1,6 +1,7 @@
 """fid.py against pytorch-fid 0.3.0 (the reference), closed forms and hand-made cases. No real weights needed:
 a random but well-scaled state dict stands in for pt_inception-2015-12-05-6726825d.pth, and the network
 never touches the internet (the download is monkeypatched to fail)."""
+
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def sane_state_dict(seed=0):
         elif key.endswith(("bn.bias", "running_mean")):
             state[key] = 0.1 * torch.randn(value.shape, generator=g)
         elif key == "fc.weight":
-            state[key] = torch.randn(value.shape, generator=g) / 2048 ** 0.5
+            state[key] = torch.randn(value.shape, generator=g) / 2048**0.5
         elif key == "fc.bias":
             state[key] = torch.randn(value.shape, generator=g)
         else:  # num_batches_tracked
@@ -81,7 +82,7 @@ class Stub(torch.nn.Module):
 
     def forward(self, images):
         out = images.flatten(1) @ self.w
-        return out[:, :self.dims], out[:, self.dims:]
+        return out[:, : self.dims], out[:, self.dims :]
 
 
 # ----------------------------------------------------------------------------------- the network
@@ -265,7 +266,7 @@ def improved_gan_inception_score(logits, splits=10):
     preds /= preds.sum(1, keepdims=True)
     scores = []
     for i in range(splits):
-        part = preds[(i * preds.shape[0] // splits):((i + 1) * preds.shape[0] // splits), :]
+        part = preds[(i * preds.shape[0] // splits) : ((i + 1) * preds.shape[0] // splits), :]
         kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
         scores.append(np.exp(np.mean(np.sum(kl, 1))))
     return np.mean(scores), np.std(scores)
@@ -290,6 +291,7 @@ def test_to_unit_interval_equals_a_saved_png(tmp_path):
     from PIL import Image
     from torchvision.transforms.functional import to_tensor
     from torchvision.utils import save_image
+
     x = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(6)) * 2.2 - 1.1  # a little out of range
     save_image(x, tmp_path / "x.png", normalize=True, value_range=(-1, 1))
     with Image.open(tmp_path / "x.png") as image:
@@ -303,7 +305,7 @@ def test_fid_from_generator(monkeypatch):
     def generator_fn(b):
         sizes.append(b)
         start = sum(sizes[:-1])
-        return images[start:start + b]
+        return images[start : start + b]
 
     model, ref_stats = Stub(), (np.zeros(6), np.eye(6))
     result = fid.fid_from_generator(generator_fn, 23, ref_stats, model, batch_size=10)
@@ -321,8 +323,12 @@ def test_activations_sources_agree():
     assert pool3.dtype == np.float32 and pool3.shape == (7, 6) and logits.shape == (7, 12)
     dataset = torch.utils.data.TensorDataset(images, torch.arange(7))
     stream = iter(images)
-    sources = [images.numpy(), dataset, torch.utils.data.DataLoader(dataset, batch_size=4),
-               lambda b: torch.stack([next(stream) for _ in range(b)])]
+    sources = [
+        images.numpy(),
+        dataset,
+        torch.utils.data.DataLoader(dataset, batch_size=4),
+        lambda b: torch.stack([next(stream) for _ in range(b)]),
+    ]
     for source in sources:
         totals = []
         got = fid.activations(source, model, batch_size=3, n=5, progress=lambda done, total: totals.append(total))
@@ -367,6 +373,7 @@ def test_reference_statistics_cache(tmp_path):
 # ----------------------------------------------------------------------------------- command line
 def write_images(folder, n, seed, size=16):
     from PIL import Image
+
     folder.mkdir()
     rng = np.random.default_rng(seed)
     for i in range(n):
@@ -376,16 +383,33 @@ def write_images(folder, n, seed, size=16):
 
 def run_cli(*args, env=None):
     """fid.py in a subprocess with one OpenMP thread (on 2 busy cores, more make the forward ~40x slower)."""
-    return subprocess.run([sys.executable, str(ROOT / "fid.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "fid.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        timeout=300,
+    )
 
 
 def test_cli_end_to_end_equals_pytorch_fid(monkeypatch, tmp_path, state):
     a, b = write_images(tmp_path / "a", 10, 0), write_images(tmp_path / "b", 5, 1)
     weights = tmp_path / "random_weights.pth"
     torch.save(state, weights)
-    out = run_cli(a, b, "--fid-weights", weights, "--num-workers", 0, "--batch-size", 4, "--device", "cpu",
-                  env={"TORCH_HOME": str(tmp_path / "empty")})
+    out = run_cli(
+        a,
+        b,
+        "--fid-weights",
+        weights,
+        "--num-workers",
+        0,
+        "--batch-size",
+        4,
+        "--device",
+        "cpu",
+        env={"TORCH_HOME": str(tmp_path / "empty")},
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     value = float(next(line for line in lines if line.startswith("FID: "))[5:])
@@ -426,8 +450,10 @@ def test_cli_bad_input_messages(tmp_path, capsys, monkeypatch, case):
     np.savez(tmp_path / "bad.npz", mean=np.zeros(3))
     args, message = {
         "bad_dataset": (["imagenet:val", images], "neither a folder"),
-        "dataset_offline": (["cifar10:train", images, "--data-root", tmp_path / "empty", "--no-download"],
-                            "put the dataset there"),
+        "dataset_offline": (
+            ["cifar10:train", images, "--data-root", tmp_path / "empty", "--no-download"],
+            "put the dataset there",
+        ),
         "missing_weights": ([images, images, "--fid-weights", tmp_path / "none.pth"], "not found at"),
         "bad_npz": ([tmp_path / "bad.npz", images], "no 'mu' and 'sigma'"),
         "not_images": ([tmp_path / "empty", images], "no images"),

@@ -1,5 +1,6 @@
 """reg_gan.py: Roth et al.'s JS regularizer against closed forms, finite differences and gradcheck; the annealing
 schedule; the noise null model; the script end to end, its baselines and exact resume."""
+
 import math
 import shutil
 import subprocess
@@ -53,7 +54,7 @@ def test_js_regularizer_linear_closed_form():
     real, fake = torch.randn(5, 3, 2, 2, dtype=torch.float64), torch.randn(3, 3, 2, 2, dtype=torch.float64)
     out = reg.js_regularizer(linear_d(w, b), real, fake)
     phi = lambda x: (x * w).sum((1, 2, 3)) + b  # noqa: E731
-    w2 = (w ** 2).sum().item()
+    w2 = (w**2).sum().item()
     expected_real = w2 * sum((1 - sig(t)) ** 2 for t in phi(real).tolist()) / 5
     expected_fake = w2 * sum(sig(t) ** 2 for t in phi(fake).tolist()) / 3
     assert out.omega_real.item() == pytest.approx(expected_real, rel=1e-12)
@@ -103,6 +104,7 @@ def test_js_regularizer_weight_gradient_passes_gradcheck(batch_norm):
 
     def omega(*params):
         return reg.js_regularizer(lambda x: functional_call(D, dict(zip(names, params)), (x,)), real, fake).omega
+
     params = tuple(p.detach().clone().requires_grad_(True) for p in D.parameters())
     grads = torch.autograd.grad(omega(*params), params)
     assert all(torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0
@@ -136,7 +138,7 @@ def test_js_regularizer_is_zero_for_a_constant_logit():
 
 def test_gamma_schedule():
     assert reg.gamma_schedule(0, 100, 2.0, True) == 2.0
-    assert reg.gamma_schedule(25, 100, 2.0, True) == pytest.approx(2.0 * 0.01 ** 0.25)  # 0.6325
+    assert reg.gamma_schedule(25, 100, 2.0, True) == pytest.approx(2.0 * 0.01**0.25)  # 0.6325
     assert reg.gamma_schedule(50, 100, 2.0, True) == pytest.approx(0.2)
     assert reg.gamma_schedule(100, 100, 2.0, True) == pytest.approx(0.02)  # 1% of gamma0 at T
     assert [reg.gamma_schedule(t, 100, 2.0, False) for t in (0, 50, 99)] == [2.0, 2.0, 2.0]
@@ -168,13 +170,24 @@ def test_add_noise():
 
 def test_parse_args_defaults_are_the_papers():
     args = reg.parse_args([])[0]
-    assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.batch_size, args.loss) == (2e-4, 2e-4, 0.5, 0.999, 64, "gan")
+    assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.batch_size, args.loss) == (
+        2e-4,
+        2e-4,
+        0.5,
+        0.999,
+        64,
+        "gan",
+    )
     assert (args.gamma, args.anneal, args.noise_std, args.exp_name) == (2.0, True, 0.0, "reg_gan")
 
 
 def test_import_has_no_side_effects(tmp_path):
-    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import reg_gan"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import reg_gan"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -183,10 +196,23 @@ def test_mnist_end_to_end(data_root, tmp_path):
     summary = reg.main(TINY + SMALL + ["--data-root", data_root, "--total-steps", "4", "--out-dir", str(tmp_path)])
     run_dir, ckpt = check_run_dir(summary, 4, [2, 4])
     metrics = read_metrics(run_dir)
-    assert set(metrics[0]) == {"step", "d_loss", "g_loss", "d_real", "d_fake", "gamma", "omega", "omega_real", "omega_fake"}
+    assert set(metrics[0]) == {
+        "step",
+        "d_loss",
+        "g_loss",
+        "d_real",
+        "d_fake",
+        "gamma",
+        "omega",
+        "omega_real",
+        "omega_fake",
+    }
     assert [m["gamma"] for m in metrics] == pytest.approx([reg.gamma_schedule(t, 4, 2.0, True) for t in range(4)])
     for m in metrics:
-        assert m["omega"] == pytest.approx(m["omega_real"] + m["omega_fake"], rel=1e-5) and m["omega_real"] > 0 < m["omega_fake"]
+        assert (
+            m["omega"] == pytest.approx(m["omega_real"] + m["omega_fake"], rel=1e-5)
+            and m["omega_real"] > 0 < m["omega_fake"]
+        )
     assert states(ckpt) == {"G", "D", "opt_G", "opt_D"}
 
 
@@ -210,7 +236,7 @@ def test_the_d_loss_is_bce_plus_half_gamma_omega(data_root, tmp_path, monkeypatc
     js_regularizer, d_loss = reg.js_regularizer, reg.d_loss
 
     def K(real_logits, fake_logits):
-        return (real_logits ** 2).mean() + (fake_logits ** 2).mean()
+        return (real_logits**2).mean() + (fake_logits**2).mean()
 
     def js_regularizer_k(*a):
         out = js_regularizer(*a)
@@ -220,6 +246,7 @@ def test_the_d_loss_is_bce_plus_half_gamma_omega(data_root, tmp_path, monkeypatc
         args = TINY + SMALL + ["--data-root", data_root, "--total-steps", "3", "--no-anneal", "--gamma", gamma]
         metrics = read_metrics(reg.main(args + ["--out-dir", str(tmp_path / name)])["run_dir"])
         return [{k: m[k] for k in ("g_loss", "d_real", "d_fake")} for m in metrics]
+
     plain = run("0", "plain")
     monkeypatch.setattr(reg, "js_regularizer", js_regularizer_k)
     regularized = run("0.5", "regularized")
@@ -234,7 +261,9 @@ def test_add_noise_copies():
     torch.manual_seed(0)
     x = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 4, 4)
     noisy = reg.add_noise(x, 1e-3, copies=4)
-    assert noisy.shape == x.shape and torch.allclose(noisy, torch.tensor([0.0] * 4 + [1.0] * 4).view(8, 1, 1, 1).expand(8, 1, 4, 4), atol=0.01)
+    assert noisy.shape == x.shape and torch.allclose(
+        noisy, torch.tensor([0.0] * 4 + [1.0] * 4).view(8, 1, 1, 1).expand(8, 1, 4, 4), atol=0.01
+    )
     assert not torch.equal(noisy[0], noisy[1])
 
 
@@ -247,11 +276,25 @@ def test_noise_null_model(noise_on, per_step, data_root, tmp_path, monkeypatch):
     def recording_add_noise(x, std, copies=1, add_noise=reg.add_noise):
         calls.append((std, copies))
         return add_noise(x, std, copies)
+
     args = TINY + SMALL + ["--data-root", data_root, "--total-steps", "3", "--gamma", "0"]
     baseline = read_metrics(reg.main(args + ["--out-dir", str(tmp_path / "base")])["run_dir"])
     monkeypatch.setattr(reg, "add_noise", recording_add_noise)
-    noisy = read_metrics(reg.main(args + ["--noise-std", "0.5", "--noise-copies", "2", "--noise-on", noise_on,
-                                          "--out-dir", str(tmp_path / "noise")])["run_dir"])
+    noisy = read_metrics(
+        reg.main(
+            args
+            + [
+                "--noise-std",
+                "0.5",
+                "--noise-copies",
+                "2",
+                "--noise-on",
+                noise_on,
+                "--out-dir",
+                str(tmp_path / "noise"),
+            ]
+        )["run_dir"]
+    )
     assert calls[:per_step] == [(0.5, 2)] + [(0.5, 1)] * (per_step - 1) and len(calls) == 3 * per_step
     assert set(noisy[0]) == set(baseline[0]) and all(math.isfinite(v) for m in noisy for v in m.values())
     assert noisy[0]["d_real"] != baseline[0]["d_real"]  # D saw noisy data from the first step
@@ -259,32 +302,43 @@ def test_noise_null_model(noise_on, per_step, data_root, tmp_path, monkeypatch):
 
 
 def test_resume_is_exact(data_root, tmp_path):
-    check_resume_exact(reg.main, TINY + SMALL + ["--data-root", data_root, "--checkpoint-every", "0", "--no-anneal"], tmp_path)
+    check_resume_exact(
+        reg.main, TINY + SMALL + ["--data-root", data_root, "--checkpoint-every", "0", "--no-anneal"], tmp_path
+    )
 
 
 def test_resume_is_exact_while_annealing(data_root, tmp_path, monkeypatch):
     """gamma_t depends on --total-steps, so resume a run of the same length from its step-3 checkpoint."""
+
     def keep_copies(path, state, save=reg.save_checkpoint):
         save(path, state)
         shutil.copy(path, path.with_name(f"step{state['step']}.pt"))
+
     monkeypatch.setattr(reg, "save_checkpoint", keep_copies)
-    args = TINY + SMALL + ["--data-root", data_root, "--total-steps", "6", "--checkpoint-every", "3", "--out-dir", str(tmp_path)]
+    args = (
+        TINY
+        + SMALL
+        + ["--data-root", data_root, "--total-steps", "6", "--checkpoint-every", "3", "--out-dir", str(tmp_path)]
+    )
     run_dir = Path(reg.main(args)["run_dir"])
     full = read_metrics(run_dir)
     reg.main(args + ["--resume", str(run_dir / "step3.pt")])
     assert read_metrics(run_dir) == full and len(set(m["gamma"] for m in full)) == 6
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--gamma", "-1"], ["--gamma", "-1"]),
-    (["--gamma", "nan"], ["--gamma", "nan"]),
-    (["--gamma", "inf"], ["--gamma"]),
-    (["--gamma", "0", "--noise-std", "-0.1"], ["--noise-std"]),
-    (["--noise-std", "0.1"], ["--noise-std", "--gamma 0"]),
-    (["--gamma", "0", "--noise-copies", "2"], ["--noise-copies", "would be ignored"]),
-    (["--gamma", "0", "--noise-std", "0.1", "--noise-copies", "3"], ["--noise-copies", "divide --batch-size"]),
-    (["--loss", "hinge"], ["--loss", "hinge"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--gamma", "-1"], ["--gamma", "-1"]),
+        (["--gamma", "nan"], ["--gamma", "nan"]),
+        (["--gamma", "inf"], ["--gamma"]),
+        (["--gamma", "0", "--noise-std", "-0.1"], ["--noise-std"]),
+        (["--noise-std", "0.1"], ["--noise-std", "--gamma 0"]),
+        (["--gamma", "0", "--noise-copies", "2"], ["--noise-copies", "would be ignored"]),
+        (["--gamma", "0", "--noise-std", "0.1", "--noise-copies", "3"], ["--noise-copies", "divide --batch-size"]),
+        (["--loss", "hinge"], ["--loss", "hinge"]),
+    ],
+)
 def test_bad_arguments(args, expected, capsys):
     check_bad_input(reg.main, args, capsys, *expected)
 

@@ -1,6 +1,7 @@
 """The shared skeleton is one text: every top-level function, class and constant of gan.py that is not the
 method's own is identical, character for character, in the five method scripts, so that a fix made in one copy
 cannot silently miss the others (and `diff gan.py X.py` shows the method and little else)."""
+
 import ast
 import importlib
 import json
@@ -41,8 +42,22 @@ SHARED = sorted(definitions(ROOT / "gan.py").keys() - METHOD_SPECIFIC)
 
 def test_the_skeleton_is_not_empty():
     """Guards the test itself: the skeleton has the functions the scripts share."""
-    assert {"make_dataset", "infinite_batches", "check_resume", "save_checkpoint", "rng_state", "pick_device",
-            "new_run_dir", "sample_grid", "fail", "ema_update", "use_checkpoint", "RESUMABLE", "number", "checkpoint_defaults"} <= set(SHARED)
+    assert {
+        "make_dataset",
+        "infinite_batches",
+        "check_resume",
+        "save_checkpoint",
+        "rng_state",
+        "pick_device",
+        "new_run_dir",
+        "sample_grid",
+        "fail",
+        "ema_update",
+        "use_checkpoint",
+        "RESUMABLE",
+        "number",
+        "checkpoint_defaults",
+    } <= set(SHARED)
 
 
 @pytest.mark.parametrize("script", METHOD_SCRIPTS)
@@ -56,9 +71,11 @@ def test_shared_functions_are_identical_to_gan_py(script):
 @pytest.mark.parametrize("script", METHOD_SCRIPTS)
 def test_shared_flags_are_declared_alike(script):
     """The shared flags' add_argument lines are gan.py's (defaults may differ: each script has its paper's)."""
+
     def flags(path):
         lines = path.read_text().split("    # method-specific arguments")[0].splitlines()
         return {line.split('"')[1] for line in lines if line.strip().startswith('p.add_argument("--')}
+
     assert flags(ROOT / script) == flags(ROOT / "gan.py")
 
 
@@ -93,13 +110,17 @@ def test_in_memory_batches_equal_streamed_ones_and_the_old_float_pipeline(datase
 
 def test_epochs_roll_over_identically_both_ways(data_root):
     """Two epochs of a small folder dataset: the persistent loader re-reads its plan for every epoch."""
-    args = gan.parse_args(["--dataset", "folder", "--data-root", str(SHARED_DATA / "cifar10-test-jpg"), "--batch-size", "512"])[0]
+    args = gan.parse_args(
+        ["--dataset", "folder", "--data-root", str(SHARED_DATA / "cifar10-test-jpg"), "--batch-size", "512"]
+    )[0]
     _, memory, stream = batches_both_ways(args, n=5)  # 3 batches per epoch: epochs 0 and 1
     assert all(torch.equal(a, b) for a, b in zip(memory, stream)) and not torch.equal(memory[0], memory[3])
 
 
 def test_resume_is_exact_when_streaming(data_root, tmp_path):
-    check_resume_exact(gan.main, SMALL + ["--data-root", data_root, "--stream-data", "--num-workers", "1"], tmp_path, total=6, first=3)
+    check_resume_exact(
+        gan.main, SMALL + ["--data-root", data_root, "--stream-data", "--num-workers", "1"], tmp_path, total=6, first=3
+    )
 
 
 def spy_on_optimizers(monkeypatch):
@@ -112,16 +133,28 @@ def spy_on_optimizers(monkeypatch):
         created.append(self)
 
     def spy_step(self, *a, **k):
-        grads = [[None if p.grad is None else p.grad.clone() for g in o.param_groups for p in g["params"]] for o in created]
+        grads = [
+            [None if p.grad is None else p.grad.clone() for g in o.param_groups for p in g["params"]] for o in created
+        ]
         steps.append((created.index(self), grads))
         return step(self, *a, **k)
+
     monkeypatch.setattr(torch.optim.Adam, "__init__", spy_init)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
     return steps
 
 
-@pytest.mark.parametrize("script, extra", [("gan", []), ("lens_gan", ["--lens-channels", "4"]), ("aw_gan", ["--g-batch-size", "8"]),
-                                           ("reg_gan", []), ("unrolled_gan", ["--unroll-steps", "1"]), ("wgan_gp", ["--n-critic", "2"])])
+@pytest.mark.parametrize(
+    "script, extra",
+    [
+        ("gan", []),
+        ("lens_gan", ["--lens-channels", "4"]),
+        ("aw_gan", ["--g-batch-size", "8"]),
+        ("reg_gan", []),
+        ("unrolled_gan", ["--unroll-steps", "1"]),
+        ("wgan_gp", ["--n-critic", "2"]),
+    ],
+)
 def test_generator_step_leaves_d_grads_untouched(script, extra, data_root, tmp_path, monkeypatch):
     """G's backward computes G's gradients only: at G's step, D's .grad is what D's own last step left."""
     module = importlib.import_module(script)
@@ -134,24 +167,34 @@ def test_generator_step_leaves_d_grads_untouched(script, extra, data_root, tmp_p
         assert all(torch.equal(a, b) for a, b in zip(steps[i][1][1], steps[last_d][1][1]))
 
 
-def test_non_finite_loss_between_log_steps_stops_with_the_last_checkpoint_finite(data_root, tmp_path, capsys, monkeypatch):
+def test_non_finite_loss_between_log_steps_stops_with_the_last_checkpoint_finite(
+    data_root, tmp_path, capsys, monkeypatch
+):
     real_d_loss, calls = gan.d_loss, []
 
     def d_loss_nan_at_step_3(*a):
         calls.append(1)
         return real_d_loss(*a) * (float("nan") if len(calls) == 3 else 1)
+
     monkeypatch.setattr(gan, "d_loss", d_loss_nan_at_step_3)
     with pytest.raises(SystemExit) as exc:
-        gan.main(SMALL + ["--data-root", data_root, "--total-steps", "8", "--log-every", "4", "--out-dir", str(tmp_path)])
+        gan.main(
+            SMALL + ["--data-root", data_root, "--total-steps", "8", "--log-every", "4", "--out-dir", str(tmp_path)]
+        )
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "non-finite loss at step 3 " in err[0] and "d_loss nan" in err[0] and "(step 2)" in err[0], err
+    assert (
+        len(err) == 1 and "non-finite loss at step 3 " in err[0] and "d_loss nan" in err[0] and "(step 2)" in err[0]
+    ), err
     ckpt = torch.load(next(tmp_path.glob("*/checkpoint.pt")), weights_only=True)
-    assert ckpt["step"] == 2 and all(t.isfinite().all() for m in ("G", "D") for t in ckpt[m].values() if t.is_floating_point())
+    assert ckpt["step"] == 2 and all(
+        t.isfinite().all() for m in ("G", "D") for t in ckpt[m].values() if t.is_floating_point()
+    )
 
 
 def test_ema_update_closed_form():
-    """After k updates from theta_ema = theta_0 with G's weights w_1..w_k: beta^k theta_0 + sum (1 - beta) beta^(k-i) w_i;
+    """After k updates from theta_ema = theta_0 with G's weights w_1..w_k:
+    beta^k theta_0 + sum (1 - beta) beta^(k-i) w_i;
     BN buffers are G's."""
     torch.manual_seed(0)
     G = gan.Generator(4, 1, 16, ngf=2)
@@ -165,7 +208,7 @@ def test_ema_update_closed_form():
         ws.append([p.detach().clone() for p in G.parameters()])
         gan.ema_update(G_ema, G, beta)
     for n, p_ema in enumerate(G_ema.parameters()):
-        expected = beta ** 3 * theta_0[n] + sum((1 - beta) * beta ** (3 - i) * ws[i - 1][n] for i in (1, 2, 3))
+        expected = beta**3 * theta_0[n] + sum((1 - beta) * beta ** (3 - i) * ws[i - 1][n] for i in (1, 2, 3))
         torch.testing.assert_close(p_ema, expected, rtol=1e-6, atol=1e-6)
     assert all(torch.equal(a, b) for a, b in zip(G_ema.buffers(), G.buffers()))
 
@@ -178,7 +221,9 @@ def test_ema_changes_samples_but_not_training(data_root, tmp_path):
     assert read_metrics(off["run_dir"]) == read_metrics(on["run_dir"])
     a, b = (torch.load(Path(s["run_dir"]) / "checkpoint.pt", weights_only=True) for s in (off, on))
     assert states(b) - states(a) == {"G_ema"}
-    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and not torch.equal(b["G_ema"]["net.0.weight"], b["G"]["net.0.weight"])
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and not torch.equal(
+        b["G_ema"]["net.0.weight"], b["G"]["net.0.weight"]
+    )
     grid = lambda s: np.asarray(Image.open(Path(s["run_dir"]) / "samples" / "step_0000003.png"))  # noqa: E731
     assert not np.array_equal(grid(off), grid(on)) and on["fid_of"] == "G_ema"
 
@@ -191,7 +236,9 @@ def test_resume_is_exact_with_ema(data_root, tmp_path):
 
 def test_resume_takes_the_runs_flags_from_the_checkpoint(data_root, tmp_path):
     """Only what changes needs to be given: --resume PATH --total-steps N continues the run as it was defined."""
-    first = gan.main(SMALL + ["--data-root", data_root, "--total-steps", "2", "--loss", "hinge", "--out-dir", str(tmp_path)])
+    first = gan.main(
+        SMALL + ["--data-root", data_root, "--total-steps", "2", "--loss", "hinge", "--out-dir", str(tmp_path)]
+    )
     ckpt = str(Path(first["run_dir"]) / "checkpoint.pt")
     resumed = gan.main(["--resume", ckpt, "--total-steps", "3"])
     assert resumed["run_dir"] == first["run_dir"] and resumed["step"] == 3
@@ -203,15 +250,22 @@ def trained(data_root, tmp_path):
     """A 2-step run with an EMA generator, and random Inception weights for FID (the real ones are not here)."""
     torch.manual_seed(0)
     torch.save(fid.InceptionFeatures(weights=False).state_dict(), tmp_path / "random_inception.pth")
-    summary = gan.main(SMALL + ["--data-root", data_root, "--total-steps", "2", "--ema-decay", "0.5", "--out-dir", str(tmp_path / "runs")])
+    summary = gan.main(
+        SMALL
+        + ["--data-root", data_root, "--total-steps", "2", "--ema-decay", "0.5", "--out-dir", str(tmp_path / "runs")]
+    )
     return Path(summary["run_dir"]) / "checkpoint.pt", tmp_path / "random_inception.pth"
 
 
 def test_generate_writes_the_ema_generators_images_as_8bit_pngs(trained, tmp_path, capsys):
     ckpt, _ = trained
-    result = gan.main(["--resume", str(ckpt), "--generate", "7", "--generate-dir", str(tmp_path / "png"), "--device", "cpu"])
+    result = gan.main(
+        ["--resume", str(ckpt), "--generate", "7", "--generate-dir", str(tmp_path / "png"), "--device", "cpu"]
+    )
     files = sorted((tmp_path / "png").iterdir())
-    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(7)] and result["generated"] == str(tmp_path / "png")
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(7)] and result["generated"] == str(
+        tmp_path / "png"
+    )
     assert "images/s" in capsys.readouterr().out
     args = gan.parse_args(["--resume", str(ckpt), "--generate", "7"])[0]
     G = gan.Generator(args.z_dim, 1, args.image_size, args.ngf)
@@ -228,7 +282,9 @@ def test_fid_of_exported_pngs_equals_fid_in_memory(trained, tmp_path):
     in_memory = gan.main(common + ["--evaluate", "20"])
     stats = next((ckpt.parent.parent / "fid_stats").glob("mnist_train_16px_n20.npz"))
     gan.main(common + ["--generate", "20", "--generate-dir", str(tmp_path / "png")])
-    out = run_script("fid.py", tmp_path / "png", stats, "--fid-weights", weights, "--device", "cpu", "--num-workers", "0")
+    out = run_script(
+        "fid.py", tmp_path / "png", stats, "--fid-weights", weights, "--device", "cpu", "--num-workers", "0"
+    )
     assert out.returncode == 0, out.stderr
     from_files = float(out.stdout.split("FID: ")[1])
     assert math.isfinite(in_memory["fid"]) and from_files == pytest.approx(in_memory["fid"], rel=1e-6)
@@ -241,14 +297,29 @@ def test_checkpoint_use_bad_input(trained, tmp_path, capsys, monkeypatch):
     (full / "keep.png").write_bytes(b"x")
     check_bad_input(gan.main, ["--resume", str(ckpt), "--generate", "0"], capsys, "--generate", "> 0")
     check_bad_input(gan.main, ["--generate", "5"], capsys, "--resume")
-    check_bad_input(gan.main, ["--resume", str(ckpt), "--generate", "2", "--generate-dir", str(full)], capsys, "not overwriting")
+    check_bad_input(
+        gan.main, ["--resume", str(ckpt), "--generate", "2", "--generate-dir", str(full)], capsys, "not overwriting"
+    )
     assert (full / "keep.png").read_bytes() == b"x"
     (tmp_path / "locked").mkdir(mode=0o500)
     if os.geteuid() != 0:  # root writes anywhere
-        check_bad_input(gan.main, ["--resume", str(ckpt), "--generate", "2", "--generate-dir", str(tmp_path / "locked" / "x")], capsys, "cannot write")
-    check_bad_input(gan.main, ["--resume", str(ckpt), "--generate", "2", "--generate-dir", str(full / "keep.png" / "x")], capsys, "cannot write")
+        check_bad_input(
+            gan.main,
+            ["--resume", str(ckpt), "--generate", "2", "--generate-dir", str(tmp_path / "locked" / "x")],
+            capsys,
+            "cannot write",
+        )
+    check_bad_input(
+        gan.main,
+        ["--resume", str(ckpt), "--generate", "2", "--generate-dir", str(full / "keep.png" / "x")],
+        capsys,
+        "cannot write",
+    )
     import lens_gan
-    check_bad_input(lens_gan.main, ["--resume", str(ckpt), "--generate", "2"], capsys, "written by gan.py, not lens_gan.py")
+
+    check_bad_input(
+        lens_gan.main, ["--resume", str(ckpt), "--generate", "2"], capsys, "written by gan.py, not lens_gan.py"
+    )
     old = torch.load(ckpt, weights_only=True)
     del old["format"], old["script"]
     torch.save(old, tmp_path / "old.pt")

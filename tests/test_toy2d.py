@@ -1,5 +1,6 @@
 """Tests of toy2d.py: metrics on constructed samples with known answers, the mixtures, the method functions
 against closed forms / torch.optim.Adam / finite differences, short end-to-end runs of every method, bad input."""
+
 import json
 import math
 import subprocess
@@ -21,7 +22,11 @@ FAST = ["--batch-size", "64", "--z-dim", "16", "--jobs", "1"]
 # ------------------------------------------------------------------------------------------------ metrics
 def test_metrics_all_samples_at_the_means():
     samples = toy2d.mixture_means("ring8").repeat(100, 1)
-    assert toy2d.mode_metrics(samples, "ring8") == {"modes": 8, "hq": 100.0, "reverse_kl": pytest.approx(0.0, abs=1e-12)}
+    assert toy2d.mode_metrics(samples, "ring8") == {
+        "modes": 8,
+        "hq": 100.0,
+        "reverse_kl": pytest.approx(0.0, abs=1e-12),
+    }
 
 
 @pytest.mark.parametrize("name, k", [("grid25", 25), ("ring7-3d", 7)])
@@ -84,7 +89,9 @@ def test_sample_mixture_uses_the_generator():
 def test_ring8_and_grid25_means():
     assert torch.allclose(toy2d.mixture_means("ring8")[2], torch.tensor([0.0, 1.0]), atol=1e-6)
     assert torch.allclose(toy2d.mixture_means("ring8").norm(dim=1), torch.ones(8))
-    assert set(map(tuple, toy2d.mixture_means("grid25").tolist())) == {(a, b) for a in range(-4, 5, 2) for b in range(-4, 5, 2)}
+    assert set(map(tuple, toy2d.mixture_means("grid25").tolist())) == {
+        (a, b) for a in range(-4, 5, 2) for b in range(-4, 5, 2)
+    }
 
 
 def test_ring7_3d_lies_on_the_rotated_plane():
@@ -118,8 +125,17 @@ def _grads(angle_deg, norm_r=3.0, norm_f=7.0):
     return g_r, torch.tensor([norm_f * math.cos(a), norm_f * math.sin(a), 0.0], dtype=torch.float64)
 
 
-@pytest.mark.parametrize("s_r, s_f, angle, case", [(0.3, 0.2, 120, 1), (0.3, 0.2, 60, 2), (0.6, 0.8, 120, 1),
-                                                   (0.9, 0.2, 120, 3), (0.9, 0.2, 60, 4), (0.6, 0.2, 120, 5)])
+@pytest.mark.parametrize(
+    "s_r, s_f, angle, case",
+    [
+        (0.3, 0.2, 120, 1),
+        (0.3, 0.2, 60, 2),
+        (0.6, 0.8, 120, 1),
+        (0.9, 0.2, 120, 3),
+        (0.9, 0.2, 60, 4),
+        (0.6, 0.2, 120, 5),
+    ],
+)
 def test_aw_weights_cases_and_directions(s_r, s_f, angle, case):
     g_r, g_f = _grads(angle)
     w_r, w_f, got = toy2d.aw_weights(toy2d.gradient_products(g_r, g_f).tolist(), s_r, s_f, eps=0.0)
@@ -191,7 +207,9 @@ def test_adam_step_equals_torch_adam_bit_for_bit():
         opt.step()
         params, state = toy2d.adam_step(params, grads, state, 1e-2, (0.5, 0.9), 1e-8)
         for k, p in D.named_parameters():
-            assert torch.equal(params[k], p.detach()) and torch.equal(state[k]["exp_avg_sq"], opt.state[p]["exp_avg_sq"])
+            assert torch.equal(params[k], p.detach()) and torch.equal(
+                state[k]["exp_avg_sq"], opt.state[p]["exp_avg_sq"]
+            )
 
 
 def _tiny_d_with_adam_state():
@@ -238,18 +256,28 @@ def test_unrolled_gradient_is_exact_second_order():
         for i in range(fake.numel()):
             e = torch.zeros_like(fake).view(-1)
             e[i] = h
-            numeric.view(-1)[i] = (g_loss(fake + e.view_as(fake)).item() - g_loss(fake - e.view_as(fake)).item()) / (2 * h)
+            numeric.view(-1)[i] = (g_loss(fake + e.view_as(fake)).item() - g_loss(fake - e.view_as(fake)).item()) / (
+                2 * h
+            )
     assert torch.allclose(grad, numeric, rtol=1e-4, atol=1e-7)
-    first_order = torch.autograd.grad(F.binary_cross_entropy_with_logits(
-        toy2d.functional_call(D, {k: p.detach() for k, p in toy2d.unrolled_discriminator(D, opt, real, fake, 3).items()}, (f,)),
-        torch.ones(len(f), dtype=torch.float64)), f)[0]
+    first_order = torch.autograd.grad(
+        F.binary_cross_entropy_with_logits(
+            toy2d.functional_call(
+                D, {k: p.detach() for k, p in toy2d.unrolled_discriminator(D, opt, real, fake, 3).items()}, (f,)
+            ),
+            torch.ones(len(f), dtype=torch.float64),
+        ),
+        f,
+    )[0]
     assert not torch.allclose(grad, first_order, rtol=1e-3)  # the second-order term matters here
 
 
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.mark.parametrize("method", toy2d.METHODS)
 def test_every_method_trains_and_writes_a_complete_run_dir(method, tmp_path):
-    summary = toy2d.main(["--method", method, "--steps", "200", "--eval-every", "100", "--out-dir", str(tmp_path), *FAST])
+    summary = toy2d.main(
+        ["--method", method, "--steps", "200", "--eval-every", "100", "--out-dir", str(tmp_path), *FAST]
+    )
     run_dir = Path(summary["run_dir"])
     assert {p.name for p in run_dir.iterdir()} == {"summary.json", "metrics.jsonl", "toy2d_ring8.png"}
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
@@ -285,13 +313,17 @@ def test_seeds_mean_std_and_determinism(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["grid25", "ring7-3d"])
 def test_other_datasets_run(dataset, tmp_path):
-    summary = toy2d.main(["--method", "wgan-gp", "--dataset", dataset, "--steps", "20", "--out-dir", str(tmp_path), *FAST])
+    summary = toy2d.main(
+        ["--method", "wgan-gp", "--dataset", dataset, "--steps", "20", "--out-dir", str(tmp_path), *FAST]
+    )
     assert summary["n_modes"] == {dataset: {"grid25": 25, "ring7-3d": 7}[dataset]}
     assert (Path(summary["run_dir"]) / f"toy2d_{dataset}.png").exists()
 
 
 def _cli(*argv, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "toy2d.py"), *argv], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "toy2d.py"), *argv], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_prints_the_summary_as_its_last_line(tmp_path):
@@ -302,12 +334,24 @@ def test_cli_prints_the_summary_as_its_last_line(tmp_path):
     assert Path(tmp_path, summary["run_dir"], "summary.json").exists()  # default --out-dir runs, relative to cwd
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--method", "vae"], "--method"), (["--dataset", "swissroll"], "--dataset"), (["--steps", "0"], "--steps"),
-    (["--steps", "-3"], "--steps"), (["--seeds"], "--seeds"), (["--seeds", "1", "1"], "distinct"),
-    (["--batch-size", "0"], "--batch-size"), (["--gamma", "nan"], "--gamma"), (["--device", "nonsense"], "device"),
-    (["--steps", "ten"], "--steps"), (["--preset", "metz", "--method", "gan"], "--method would be ignored"),
-    (["--preset", "nature"], "--preset"), (["--lr-decay-start", "2"], "--lr-decay-start")])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--method", "vae"], "--method"),
+        (["--dataset", "swissroll"], "--dataset"),
+        (["--steps", "0"], "--steps"),
+        (["--steps", "-3"], "--steps"),
+        (["--seeds"], "--seeds"),
+        (["--seeds", "1", "1"], "distinct"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--gamma", "nan"], "--gamma"),
+        (["--device", "nonsense"], "device"),
+        (["--steps", "ten"], "--steps"),
+        (["--preset", "metz", "--method", "gan"], "--method would be ignored"),
+        (["--preset", "nature"], "--preset"),
+        (["--lr-decay-start", "2"], "--lr-decay-start"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         toy2d.main([*argv, "--out-dir", str(tmp_path / "runs")])
@@ -324,22 +368,37 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
 
 
 def test_import_has_no_side_effects(tmp_path):
-    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import toy2d"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import toy2d"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------ issue 12
-IMAGE_SCRIPT_FUNCTIONS = [("unrolled_gan.py", "adam_state"), ("unrolled_gan.py", "adam_step"), ("aw_gan.py", "gradient_products"),
-                          ("aw_gan.py", "aw_weights"), ("wgan_gp.py", "gradient_penalty"), ("lens_gan.py", "lens_lambda"),
-                          ("reg_gan.py", "JSRegularizer"), ("reg_gan.py", "js_regularizer")]
+IMAGE_SCRIPT_FUNCTIONS = [
+    ("unrolled_gan.py", "adam_state"),
+    ("unrolled_gan.py", "adam_step"),
+    ("aw_gan.py", "gradient_products"),
+    ("aw_gan.py", "aw_weights"),
+    ("wgan_gp.py", "gradient_penalty"),
+    ("lens_gan.py", "lens_lambda"),
+    ("reg_gan.py", "JSRegularizer"),
+    ("reg_gan.py", "js_regularizer"),
+]
 
 
 def _definition(path, name):
     import ast
+
     text = path.read_text()
     for node in ast.parse(text).body:
-        if getattr(node, "name", None) == name or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets)):
+        if getattr(node, "name", None) == name or (
+            isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets)
+        ):
             return ast.get_source_segment(text, node)
 
 
@@ -363,17 +422,21 @@ def test_toy_unroll_has_unrolled_gan_semantics(monkeypatch, tmp_path):
     def spy_unroll(D, optimizer, real, fake, k, original=toy2d.unrolled_generator_loss):
         unrolls.append((real, [p.detach().clone() for p in D.parameters()], len(batches)))
         return original(D, optimizer, real, fake, k)
+
     step = torch.optim.Adam.step
 
     def spy_step(self, *a, **k):
         if self.param_groups[0]["params"][-1].shape == (1,):  # D's optimizer (its last bias has one unit)
             d_steps.append([p.detach().clone() for p in self.param_groups[0]["params"]])
         return step(self, *a, **k)
+
     monkeypatch.setattr(toy2d, "sample_mixture", spy_sample)
     monkeypatch.setattr(toy2d, "unrolled_generator_loss", spy_unroll)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
     toy2d.main(["--method", "unrolled", "--unroll-steps", "2", "--steps", "3", "--out-dir", str(tmp_path), *FAST])
-    assert len(unrolls) == len(d_steps) == 3 and len(batches) == 3 + 1  # one batch per iteration, and the figure's target
+    assert (
+        len(unrolls) == len(d_steps) == 3 and len(batches) == 3 + 1
+    )  # one batch per iteration, and the figure's target
     for (real, d_params, n_drawn), before_d_step in zip(unrolls, d_steps):
         assert real is batches[n_drawn - 1]  # the iteration's only batch
         assert all(torch.equal(a, b) for a, b in zip(d_params, before_d_step))  # simultaneous: same theta_D
@@ -384,17 +447,45 @@ def test_presets_parse_to_their_documented_settings():
         args = toy2d.parse_args(["--preset", name])
         assert args.dataset == preset["datasets"] and all(getattr(args, k) == v for k, v in preset["settings"].items())
     metz = toy2d.parse_args(["--preset", "metz"])
-    assert (metz.layers, metz.width, metz.z_dim, metz.lr_d, metz.lr_g, metz.beta1, metz.batch_size) == (2, 128, 256, 1e-4, 1e-3, 0.5, 512)
+    assert (metz.layers, metz.width, metz.z_dim, metz.lr_d, metz.lr_g, metz.beta1, metz.batch_size) == (
+        2,
+        128,
+        256,
+        1e-4,
+        1e-3,
+        0.5,
+        512,
+    )
     roth = toy2d.parse_args(["--preset", "roth", "--steps", "7"])  # explicit flags still win
     assert (roth.z_dim, roth.init, roth.reg_g_loss, roth.steps, roth.dataset) == (2, "normal0.1", "mm", 7, ["ring7-3d"])
     gul = toy2d.parse_args(["--preset", "gulrajani"])
-    assert (gul.layers, gul.width, gul.activation, gul.z_dim, gul.gp_lambda, gul.batch_size) == (3, 512, "relu", 2, 0.1, 256)
+    assert (gul.layers, gul.width, gul.activation, gul.z_dim, gul.gp_lambda, gul.batch_size) == (
+        3,
+        512,
+        "relu",
+        2,
+        0.1,
+        256,
+    )
     default = toy2d.parse_args([])  # the collapse setting
-    assert (default.layers, default.activation, default.init, default.lr_g, default.lr_d, default.lr_decay_start,
-            default.steps) == (2, "relu", "default", 1e-3, 1e-4, 1.0, 3000)
+    assert (
+        default.layers,
+        default.activation,
+        default.init,
+        default.lr_g,
+        default.lr_d,
+        default.lr_decay_start,
+        default.steps,
+    ) == (2, "relu", "default", 1e-3, 1e-4, 1.0, 3000)
     tuned = toy2d.parse_args(["--setting", "tuned", "--steps", "5"])  # explicit flags still win
     assert (tuned.layers, tuned.activation, tuned.lr_g, tuned.beta1, tuned.lr_decay_start, tuned.steps) == (
-        3, "tanh", 2e-3, 0.5, 0.5, 5)
+        3,
+        "tanh",
+        2e-3,
+        0.5,
+        0.5,
+        5,
+    )
     with pytest.raises(SystemExit) as exc:
         toy2d.parse_args(["--preset", "metz", "--setting", "tuned"])  # would be ignored
     assert exc.value.code == 2
@@ -402,7 +493,22 @@ def test_presets_parse_to_their_documented_settings():
 
 @pytest.mark.parametrize("preset", sorted(toy2d.PRESETS))
 def test_every_preset_runs_a_few_steps(preset, tmp_path):
-    summary = toy2d.main(["--preset", preset, "--steps", "4", "--batch-size", "32", "--width", "16", "--out-dir", str(tmp_path), "--jobs", "1"])
+    summary = toy2d.main(
+        [
+            "--preset",
+            preset,
+            "--steps",
+            "4",
+            "--batch-size",
+            "32",
+            "--width",
+            "16",
+            "--out-dir",
+            str(tmp_path),
+            "--jobs",
+            "1",
+        ]
+    )
     preset_def = toy2d.PRESETS[preset]
     assert summary["datasets"] == preset_def["datasets"]
     for dataset in preset_def["datasets"]:
@@ -416,7 +522,20 @@ def test_lr_decays_linearly_over_the_second_half():
 
 
 def test_parallel_jobs_give_the_sequential_numbers(tmp_path):
-    args = ["--method", "all", "--steps", "12", "--batch-size", "32", "--z-dim", "8", "--width", "16", "--out-dir", str(tmp_path)]
+    args = [
+        "--method",
+        "all",
+        "--steps",
+        "12",
+        "--batch-size",
+        "32",
+        "--z-dim",
+        "8",
+        "--width",
+        "16",
+        "--out-dir",
+        str(tmp_path),
+    ]
     one = toy2d.main(args + ["--jobs", "1"])["results"]["ring8"]
     two = toy2d.main(args + ["--jobs", "2"])["results"]["ring8"]
     strip = lambda r: {k: v for k, v in r["per_seed"][0].items() if k != "wall_time"}  # noqa: E731

@@ -1,6 +1,7 @@
 """unrolled_gan.py: the pure Adam step against torch.optim.Adam, the unrolled generator loss against the plain GAN
 (K = 0), against real D steps (its value) and against finite differences (its gradient, second order), the unroll
 leaving no trace on D, and the script end to end."""
+
 import copy
 import math
 import subprocess
@@ -90,7 +91,9 @@ def test_adam_step_leaves_the_live_optimizer_state_alone():
         opt.step()
     snapshot = copy.deepcopy(opt.state_dict())
     weights = live["w"].detach().clone()
-    new_params, new_state = ug.adam_step(dict(live), {"w": torch.randn(5)}, ug.adam_state(opt, live), 0.1, (0.9, 0.999), 1e-8)
+    new_params, new_state = ug.adam_step(
+        dict(live), {"w": torch.randn(5)}, ug.adam_state(opt, live), 0.1, (0.9, 0.999), 1e-8
+    )
     assert new_state["w"]["step"] == 4 and not torch.equal(new_params["w"], live["w"])
     after = opt.state_dict()
     assert after["state"][0]["step"] == snapshot["state"][0]["step"] == 3
@@ -116,7 +119,9 @@ def test_zero_gradients_from_a_fresh_adam_state_give_a_finite_generator_gradient
 @pytest.mark.parametrize("loss", LOSSES)
 def test_d_loss_real_is_the_real_half_of_d_loss(loss):
     r1, r2, f = torch.tensor([0.3, -2.0, 1.5]), torch.tensor([2.0, 0.1, -0.7]), torch.tensor([-1.0, 0.5, 3.0])
-    torch.testing.assert_close(ug.d_loss(r1, f, loss) - ug.d_loss_real(r1, loss), ug.d_loss(r2, f, loss) - ug.d_loss_real(r2, loss))
+    torch.testing.assert_close(
+        ug.d_loss(r1, f, loss) - ug.d_loss_real(r1, loss), ug.d_loss(r2, f, loss) - ug.d_loss_real(r2, loss)
+    )
     assert ug.d_loss_real(r1, loss) != ug.d_loss_real(r2, loss)
 
 
@@ -139,8 +144,11 @@ def test_zero_unroll_steps_is_exactly_the_plain_gan_generator_gradient(loss):
     fake = G(z)
     plain = torch.autograd.grad(ug.g_loss(D(fake), loss), list(G.parameters()), retain_graph=True)
     for first_order in (False, True):
-        unrolled = torch.autograd.grad(ug.unrolled_generator_loss(D, opt, real, fake, loss, 0, first_order),
-                                       list(G.parameters()), retain_graph=True)
+        unrolled = torch.autograd.grad(
+            ug.unrolled_generator_loss(D, opt, real, fake, loss, 0, first_order),
+            list(G.parameters()),
+            retain_graph=True,
+        )
         assert all(torch.equal(a, b) for a, b in zip(plain, unrolled))
 
 
@@ -158,7 +166,9 @@ def test_unrolled_value_equals_f_after_K_real_adam_steps_of_D(loss, K):
     for _ in range(K):
         plain_d_step(D2, opt2, real, fake, loss)
     real_logits, fake_logits = D2(real), D2(fake)
-    assert value == pytest.approx((ug.g_loss(fake_logits, loss) - ug.d_loss_real(real_logits, loss)).item(), rel=1e-5, abs=1e-6)
+    assert value == pytest.approx(
+        (ug.g_loss(fake_logits, loss) - ug.d_loss_real(real_logits, loss)).item(), rel=1e-5, abs=1e-6
+    )
     assert value != pytest.approx(ug.unrolled_generator_loss(D, opt, real, fake, loss, 0).item(), rel=1e-3)
 
 
@@ -177,8 +187,8 @@ def test_second_order_gradient_matches_finite_differences(loss, K):
         return ug.unrolled_generator_loss(D, opt, real, fake, loss, K, first_order)
 
     flat = torch.cat([t.flatten() for t in theta]).requires_grad_()
-    exact, = torch.autograd.grad(f_K(flat), flat)
-    first, = torch.autograd.grad(f_K(flat, first_order=True), flat)
+    (exact,) = torch.autograd.grad(f_K(flat), flat)
+    (first,) = torch.autograd.grad(f_K(flat, first_order=True), flat)
     h, eye = 1e-6, torch.eye(len(flat), dtype=torch.float64)
     numeric = torch.stack([(f_K(flat.detach() + h * e) - f_K(flat.detach() - h * e)).detach() / (2 * h) for e in eye])
     torch.testing.assert_close(exact, numeric, rtol=1e-6, atol=1e-8)
@@ -198,8 +208,8 @@ def test_second_order_through_batchnorm_and_inplace_leaky_relu():
         return ug.unrolled_generator_loss(D, opt, real, fake, "gan", 2, first_order)
 
     t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    exact, = torch.autograd.grad(f_K(t), t)
-    first, = torch.autograd.grad(f_K(t, first_order=True), t)
+    (exact,) = torch.autograd.grad(f_K(t), t)
+    (first,) = torch.autograd.grad(f_K(t, first_order=True), t)
     h = 1e-7  # BN makes f_K strongly curved along a random direction: a larger h is off by O(h^2) here
     numeric = (f_K(torch.tensor(h, dtype=torch.float64)) - f_K(torch.tensor(-h, dtype=torch.float64))).item() / (2 * h)
     assert exact.item() == pytest.approx(numeric, rel=1e-5)
@@ -230,15 +240,26 @@ def test_the_unroll_leaves_no_trace_on_D():
 def test_parse_args_defaults():
     args = ug.parse_args([])[0]
     assert (args.unroll_steps, args.first_order, args.loss, args.ngf, args.ndf) == (5, False, "gan", 64, 64)
-    assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.batch_size, args.n_critic) == (2e-4, 2e-4, 0.5, 0.999, 64, 1)
+    assert (args.lr_g, args.lr_d, args.beta1, args.beta2, args.batch_size, args.n_critic) == (
+        2e-4,
+        2e-4,
+        0.5,
+        0.999,
+        64,
+        1,
+    )
     assert args.exp_name == "unrolled_gan"
 
 
 def test_import_has_no_side_effects_and_bad_input_is_one_line(tmp_path):
     """Importing (and refusing a bad flag) writes nothing; the error is one line and exit code 2, no traceback."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import unrolled_gan; unrolled_gan.main(['--unroll-steps', '-2'])"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import unrolled_gan; "
+            "unrolled_gan.main(['--unroll-steps', '-2'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.strip() == "unrolled_gan.py: error: argument --unroll-steps: must be >= 0, got -2"
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "unrolled_gan.py: error: argument --unroll-steps: must be >= 0, got -2"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -246,7 +267,9 @@ SMALL = TINY + ["--ngf", "8", "--ndf", "8"]
 
 
 def test_mnist_end_to_end(data_root, tmp_path):
-    summary = ug.main(SMALL + ["--data-root", data_root, "--total-steps", "3", "--unroll-steps", "2", "--out-dir", str(tmp_path)])
+    summary = ug.main(
+        SMALL + ["--data-root", data_root, "--total-steps", "3", "--unroll-steps", "2", "--out-dir", str(tmp_path)]
+    )
     run_dir, ckpt = check_run_dir(summary, 3, [2, 3])
     metrics = read_metrics(run_dir)
     assert set(metrics[0]) == {"step", "d_loss", "g_loss", "g_unrolled_loss", "d_real", "d_fake", "unroll_ms"}
@@ -255,8 +278,21 @@ def test_mnist_end_to_end(data_root, tmp_path):
 
 
 def test_n_critic_takes_plain_D_steps_on_fresh_batches_first(data_root, tmp_path):
-    summary = ug.main(SMALL + ["--data-root", data_root, "--total-steps", "2", "--n-critic", "3", "--unroll-steps", "1",
-                               "--out-dir", str(tmp_path)])
+    summary = ug.main(
+        SMALL
+        + [
+            "--data-root",
+            data_root,
+            "--total-steps",
+            "2",
+            "--n-critic",
+            "3",
+            "--unroll-steps",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     ckpt = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True)
     assert (ckpt["step"], ckpt["batches_used"]) == (2, 6) and ckpt["opt_D"]["state"][0]["step"] == 6
     assert ckpt["opt_G"]["state"][0]["step"] == 2 and math.isfinite(summary["g_unrolled_loss"])
@@ -266,9 +302,18 @@ def test_unroll_steps_change_G_only_from_the_same_init(data_root, tmp_path):
     """K = 0 (the plain GAN), K = 2 and K = 2 first-order start from the same G and D and see the same minibatch:
     step 1's D-side numbers and D after it agree exactly (D's step never depends on the unroll); G's do not."""
     runs = {}
-    for name, extra in (("k0", ["--unroll-steps", "0"]), ("k2", ["--unroll-steps", "2"]), ("fo", ["--unroll-steps", "2", "--first-order"])):
-        summary = ug.main(SMALL + ["--data-root", data_root, "--total-steps", "1", "--out-dir", str(tmp_path / name)] + extra)
-        runs[name] = (read_metrics(summary["run_dir"])[0], torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True))
+    for name, extra in (
+        ("k0", ["--unroll-steps", "0"]),
+        ("k2", ["--unroll-steps", "2"]),
+        ("fo", ["--unroll-steps", "2", "--first-order"]),
+    ):
+        summary = ug.main(
+            SMALL + ["--data-root", data_root, "--total-steps", "1", "--out-dir", str(tmp_path / name)] + extra
+        )
+        runs[name] = (
+            read_metrics(summary["run_dir"])[0],
+            torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=True),
+        )
     (m0, c0), (m2, c2), (mf, cf) = runs["k0"], runs["k2"], runs["fo"]
     for k in ("d_loss", "g_loss", "d_real", "d_fake"):
         assert m0[k] == m2[k] == mf[k]
@@ -296,18 +341,25 @@ def test_resume_is_exact(data_root, tmp_path, capsys):
         sa, sb = a[f"opt_{net}"]["state"], b[f"opt_{net}"]["state"]
         assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
     ckpt = str(Path(resumed["run_dir"]) / "checkpoint.pt")
-    check_bad_input(ug.main, args + ["--total-steps", "5", "--resume", ckpt, "--unroll-steps", "3"], capsys,
-                    "cannot resume", "--unroll-steps")
+    check_bad_input(
+        ug.main,
+        args + ["--total-steps", "5", "--resume", ckpt, "--unroll-steps", "3"],
+        capsys,
+        "cannot resume",
+        "--unroll-steps",
+    )
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--unroll-steps", "-1"], ["--unroll-steps", "-1"]),
-    (["--unroll-steps", "two"], ["--unroll-steps"]),
-    (["--ndf", "0"], ["--ndf"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--unroll-steps", "-1"], ["--unroll-steps", "-1"]),
+        (["--unroll-steps", "two"], ["--unroll-steps"]),
+        (["--ndf", "0"], ["--ndf"]),
+    ],
+)
 def test_bad_arguments(args, expected, capsys):
     check_bad_input(ug.main, args, capsys, *expected)
-
 
 
 def test_unknown_loss_raises_in_both_halves():
@@ -317,13 +369,16 @@ def test_unknown_loss_raises_in_both_halves():
             fn()
 
 
-@pytest.mark.parametrize("make, what", [
-    (lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-2), "weight_decay"),
-    (lambda ps: torch.optim.Adam(ps, lr=1e-3, amsgrad=True), "amsgrad"),
-    (lambda ps: torch.optim.Adam(ps, lr=1e-3, maximize=True), "maximize"),
-    (lambda ps: torch.optim.Adam([{"params": ps[:1]}, {"params": ps[1:]}], lr=1e-3), "2 group(s)"),
-    (lambda ps: torch.optim.SGD(ps, lr=1e-3), "1 group(s)"),
-])
+@pytest.mark.parametrize(
+    "make, what",
+    [
+        (lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-2), "weight_decay"),
+        (lambda ps: torch.optim.Adam(ps, lr=1e-3, amsgrad=True), "amsgrad"),
+        (lambda ps: torch.optim.Adam(ps, lr=1e-3, maximize=True), "maximize"),
+        (lambda ps: torch.optim.Adam([{"params": ps[:1]}, {"params": ps[1:]}], lr=1e-3), "2 group(s)"),
+        (lambda ps: torch.optim.SGD(ps, lr=1e-3), "1 group(s)"),
+    ],
+)
 def test_adam_state_refuses_what_adam_step_does_not_implement(make, what):
     """adam_step is plain Adam: an optimizer with anything else would be unrolled wrongly (by up to 1e-2 a step)."""
     params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]

@@ -1,5 +1,6 @@
 """wgan_gp.py: the gradient penalty against closed forms and finite differences, the authors' networks, the
 learning-rate schedule, and the script end to end (run directory, exact resume with the decay, bad input)."""
+
 import math
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def test_norm_critic_penalty_at_known_points(scale):
 def test_quadratic_critic_hand_values():
     """D(x) = c ||x||^2 / 2 has gradient c x^. With real == fake, x^ = x whatever eps: c = 0.2 at |(3, 4)| = 5 and
     |(6, 8)| = 10 gives norms 1 and 2, penalty ((1 - 1)^2 + (2 - 1)^2) / 2 = 0.5."""
-    critic = FnCritic(lambda x: 0.2 * (x ** 2).sum(1) / 2)
+    critic = FnCritic(lambda x: 0.2 * (x**2).sum(1) / 2)
     x = torch.tensor([[3.0, 4.0], [6.0, 8.0]])
     penalty, norms = wgan_gp.gradient_penalty(critic, x, x.clone(), return_norms=True)
     assert norms.tolist() == pytest.approx([1.0, 2.0]) and penalty.item() == pytest.approx(0.5)
@@ -66,7 +67,7 @@ def test_quadratic_critic_hand_values():
 def test_eps_is_drawn_per_sample_from_the_global_rng_and_weights_the_real_sample():
     """x^ = eps x + (1 - eps) x~: with x~ = 0 and D = ||x||^2 / 2 the norms are eps_i ||x_i||, where eps is the first
     torch.rand(N) after seeding the global RNG."""
-    critic = FnCritic(lambda x: (x ** 2).sum(1) / 2)
+    critic = FnCritic(lambda x: (x**2).sum(1) / 2)
     real = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 4.0]])
     torch.manual_seed(7)
     eps = torch.rand(4)
@@ -80,7 +81,7 @@ def test_eps_is_uniform_on_0_1():
     """||x|| = 2, x~ = 0, D = ||x||^2 / 2: norm_i = 2 eps_i, so eps = norm / 2 must pass a uniformity test and the
     penalty approach E[(2 eps - 1)^2] = 1/3."""
     torch.manual_seed(0)
-    critic = FnCritic(lambda x: (x ** 2).sum(1) / 2)
+    critic = FnCritic(lambda x: (x**2).sum(1) / 2)
     real = torch.tensor([[2.0, 0.0]]).repeat(20_000, 1)
     penalty, norms = wgan_gp.gradient_penalty(critic, real, torch.zeros_like(real), return_norms=True)
     assert scipy_stats.kstest((norms / 2).numpy(), "uniform").pvalue > 1e-3
@@ -89,7 +90,9 @@ def test_eps_is_uniform_on_0_1():
 
 def test_constant_critic_has_zero_gradient_and_penalty_one():
     critic = FnCritic(lambda x, b: b.expand(len(x)), torch.nn.Parameter(torch.tensor(2.0)))
-    penalty, norms = wgan_gp.gradient_penalty(critic, torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2), return_norms=True)
+    penalty, norms = wgan_gp.gradient_penalty(
+        critic, torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2), return_norms=True
+    )
     assert penalty.item() == 1.0 and norms.tolist() == [0.0, 0.0, 0.0]
 
 
@@ -99,12 +102,17 @@ def test_penalty_gradient_wrt_critic_weights_matches_finite_differences(arch):
     direction U, (GP(W + hU) - GP(W - hU)) / 2h = <dGP/dW, U>."""
     torch.manual_seed(0)
     critic = wgan_gp.NETWORKS[arch][1](1, 16, 2).double()
-    real, fake = torch.rand(3, 1, 16, 16, dtype=torch.float64) * 2 - 1, torch.rand(3, 1, 16, 16, dtype=torch.float64) * 2 - 1
+    real, fake = (
+        torch.rand(3, 1, 16, 16, dtype=torch.float64) * 2 - 1,
+        torch.rand(3, 1, 16, 16, dtype=torch.float64) * 2 - 1,
+    )
 
     def penalty():
         torch.manual_seed(1)  # the same eps at every evaluation
         return wgan_gp.gradient_penalty(critic, real, fake)
+
     grads = torch.autograd.grad(penalty(), list(critic.parameters()), materialize_grads=True)  # the output bias: 0
+
     def penalty_at(param, shift):  # the penalty needs grad mode; only the weight update is under no_grad
         with torch.no_grad():
             param += shift
@@ -112,6 +120,7 @@ def test_penalty_gradient_wrt_critic_weights_matches_finite_differences(arch):
         with torch.no_grad():
             param -= shift
         return value
+
     for param, grad in zip(critic.parameters(), grads):
         step = 1e-6 * torch.randn_like(param)
         numeric = (penalty_at(param, step) - penalty_at(param, -step)) / 2
@@ -129,10 +138,17 @@ def test_dcgan_networks_are_the_authors_at_32():
     torch.manual_seed(0)
     G, D, d = wgan_gp.Generator(128, 3, 32, 128), wgan_gp.Critic(3, 32, 128), 128
     assert sum(p.numel() for p in G.parameters()) == count(
-        (128 * 64 * d, 64 * d), (64 * d, 64 * d), (4 * d * 2 * d * 25, 2 * d), (2 * d, 2 * d), (2 * d * d * 25, d),
-        (d, d), (d * 3 * 25, 3))
+        (128 * 64 * d, 64 * d),
+        (64 * d, 64 * d),
+        (4 * d * 2 * d * 25, 2 * d),
+        (2 * d, 2 * d),
+        (2 * d * d * 25, d),
+        (d, d),
+        (d * 3 * 25, 3),
+    )
     assert sum(p.numel() for p in D.parameters()) == count(
-        (3 * d * 25, d), (d * 2 * d * 25, 2 * d), (2 * d * 4 * d * 25, 4 * d), (64 * d, 1))
+        (3 * d * 25, d), (d * 2 * d * 25, 2 * d), (2 * d * 4 * d * 25, 4 * d), (64 * d, 1)
+    )
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)) for m in D.modules())
     assert {m.kernel_size for m in D.modules() if isinstance(m, torch.nn.Conv2d)} == {(5, 5)}
     images = G(torch.randn(4, 128))
@@ -148,9 +164,18 @@ def test_resnet_networks_are_the_authors_at_32():
     up_block = count(bn, conv, bn, conv, (d * d, d))
     assert sum(p.numel() for p in G.parameters()) == count((128 * 16 * d, 16 * d), bn, (d * 3 * 9, 3)) + 3 * up_block
     assert sum(p.numel() for p in D.parameters()) == count(
-        (3 * d * 9, d), conv, (3 * d, d),  # OptimizedResBlockDisc1
-        conv, conv, (d * d, d),  # the down block
-        conv, conv, conv, conv, (d, 1))
+        (3 * d * 9, d),
+        conv,
+        (3 * d, d),  # OptimizedResBlockDisc1
+        conv,
+        conv,
+        (d * d, d),  # the down block
+        conv,
+        conv,
+        conv,
+        conv,
+        (d, 1),
+    )
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
     images = G(torch.randn(4, 128))
     assert images.shape == (4, 3, 32, 32) and D(images).shape == (4,)
@@ -180,10 +205,12 @@ def test_tflib_init_stds():
     """Uniform weights with the authors' std: he sqrt(4 / (fan_in + fan_out)), Glorot sqrt(2 / (fan_in + fan_out)),
     a stride-2 conv's fan_out and a stride-2 transposed conv's fan_in over 4."""
     torch.manual_seed(0)
-    cases = [(torch.nn.Conv2d(64, 128, 5, 2, 2), True, 64 * 25 + 128 * 25 / 4),
-             (torch.nn.ConvTranspose2d(128, 64, 5, 2, 2, output_padding=1), True, 128 * 25 / 4 + 64 * 25),
-             (torch.nn.Conv2d(64, 64, 1), False, 64 + 64),
-             (torch.nn.Linear(512, 256), False, 512 + 256)]
+    cases = [
+        (torch.nn.Conv2d(64, 128, 5, 2, 2), True, 64 * 25 + 128 * 25 / 4),
+        (torch.nn.ConvTranspose2d(128, 64, 5, 2, 2, output_padding=1), True, 128 * 25 / 4 + 64 * 25),
+        (torch.nn.Conv2d(64, 64, 1), False, 64 + 64),
+        (torch.nn.Linear(512, 256), False, 512 + 256),
+    ]
     for layer, he, fans in cases:
         wgan_gp.tflib_init(layer, he)
         std = math.sqrt((4 if he else 2) / fans)
@@ -198,14 +225,37 @@ def test_linear_decay():
 
 def test_parse_args_defaults_are_the_authors(capsys):
     a = wgan_gp.parse_args([])[0]
-    assert (a.arch, a.lr_g, a.lr_d, a.beta1, a.beta2, a.n_critic, a.gp_lambda, a.batch_size, a.z_dim, a.ngf, a.ndf,
-            a.total_steps, a.lr_decay_steps, a.g_batch_multiple) == ("dcgan", 1e-4, 1e-4, 0.5, 0.9, 5, 10.0, 64, 128,
-                                                                    128, 128, 200_000, 0, 1)
+    assert (
+        a.arch,
+        a.lr_g,
+        a.lr_d,
+        a.beta1,
+        a.beta2,
+        a.n_critic,
+        a.gp_lambda,
+        a.batch_size,
+        a.z_dim,
+        a.ngf,
+        a.ndf,
+        a.total_steps,
+        a.lr_decay_steps,
+        a.g_batch_multiple,
+    ) == ("dcgan", 1e-4, 1e-4, 0.5, 0.9, 5, 10.0, 64, 128, 128, 128, 200_000, 0, 1)
     assert a.exp_name == "wgan_gp"
     r = wgan_gp.parse_args(["--arch", "resnet"])[0]
     assert (r.lr_g, r.lr_d, r.beta1, r.beta2, r.n_critic, r.total_steps, r.lr_decay_steps, r.g_batch_multiple) == (
-        2e-4, 2e-4, 0.0, 0.9, 5, 100_000, 100_000, 2)
-    short = wgan_gp.parse_args(["--arch", "resnet", "--total-steps", "20000"])[0]  # the decay spans the run's own length
+        2e-4,
+        2e-4,
+        0.0,
+        0.9,
+        5,
+        100_000,
+        100_000,
+        2,
+    )
+    short = wgan_gp.parse_args(["--arch", "resnet", "--total-steps", "20000"])[
+        0
+    ]  # the decay spans the run's own length
     assert short.lr_decay_steps == 20_000
     assert wgan_gp.parse_args(["--arch", "resnet", "--lr-g", "1e-3"])[0].lr_g == 1e-3  # explicit flags win
     with pytest.raises(SystemExit):
@@ -215,15 +265,20 @@ def test_parse_args_defaults_are_the_authors(capsys):
 
 
 def test_import_has_no_side_effects(tmp_path):
-    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import wgan_gp"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import wgan_gp"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_mnist_end_to_end(data_root, tmp_path):
-    summary = wgan_gp.main(TINY + WIDTH + ["--data-root", data_root, "--total-steps", "4", "--n-critic", "2",
-                                           "--out-dir", str(tmp_path)])
+    summary = wgan_gp.main(
+        TINY + WIDTH + ["--data-root", data_root, "--total-steps", "4", "--n-critic", "2", "--out-dir", str(tmp_path)]
+    )
     run_dir, ckpt = check_run_dir(summary, 4, [2, 4])
     metrics = read_metrics(run_dir)
     assert set(metrics[0]) == {"step", "d_loss", "g_loss", "wasserstein", "gradient_penalty", "grad_norm"}
@@ -241,14 +296,42 @@ def test_generator_batch_and_critic_updates_per_step(data_root, tmp_path, monkey
     --g-batch-multiple x --batch-size for G (then the 64-image sample grid at the end)."""
     sizes, forward = [], wgan_gp.Generator.forward
     monkeypatch.setattr(wgan_gp.Generator, "forward", lambda self, z: sizes.append(len(z)) or forward(self, z))
-    wgan_gp.main(TINY + WIDTH + ["--data-root", data_root, "--total-steps", "1", "--n-critic", "3",
-                                 "--g-batch-multiple", "2", "--out-dir", str(tmp_path)])
+    wgan_gp.main(
+        TINY
+        + WIDTH
+        + [
+            "--data-root",
+            data_root,
+            "--total-steps",
+            "1",
+            "--n-critic",
+            "3",
+            "--g-batch-multiple",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert sizes == [8, 8, 8, 16, 64]
 
 
 def test_resume_is_exact_with_lr_decay(data_root, tmp_path):
-    args = TINY + WIDTH + ["--data-root", data_root, "--arch", "resnet", "--n-critic", "2", "--lr-decay-steps", "10",
-                           "--checkpoint-every", "0"]
+    args = (
+        TINY
+        + WIDTH
+        + [
+            "--data-root",
+            data_root,
+            "--arch",
+            "resnet",
+            "--n-critic",
+            "2",
+            "--lr-decay-steps",
+            "10",
+            "--checkpoint-every",
+            "0",
+        ]
+    )
     full, resumed = check_resume_exact(wgan_gp.main, args, tmp_path, total=4, first=2)
     a = torch.load(Path(full["run_dir"]) / "checkpoint.pt", weights_only=True)
     b = torch.load(Path(resumed["run_dir"]) / "checkpoint.pt", weights_only=True)
@@ -258,26 +341,33 @@ def test_resume_is_exact_with_lr_decay(data_root, tmp_path):
         assert ckpt["opt_D"]["param_groups"][0]["betas"] == (0.0, 0.9)
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--gp-lambda", "-1"], ["--gp-lambda", "-1"]),
-    (["--gp-lambda", "nan"], ["--gp-lambda", "nan"]),
-    (["--arch", "vgg"], ["invalid choice", "vgg"]),
-    (["--lr-decay-steps", "-5"], ["--lr-decay-steps", "-5"]),
-    (["--g-batch-multiple", "0"], ["--g-batch-multiple"]),
-    (["--batch-size", "1"], ["--batch-size", "dcgan"]),
-    (["--image-size", "24"], ["--image-size", "24"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--gp-lambda", "-1"], ["--gp-lambda", "-1"]),
+        (["--gp-lambda", "nan"], ["--gp-lambda", "nan"]),
+        (["--arch", "vgg"], ["invalid choice", "vgg"]),
+        (["--lr-decay-steps", "-5"], ["--lr-decay-steps", "-5"]),
+        (["--g-batch-multiple", "0"], ["--g-batch-multiple"]),
+        (["--batch-size", "1"], ["--batch-size", "dcgan"]),
+        (["--image-size", "24"], ["--image-size", "24"]),
+    ],
+)
 def test_bad_arguments(args, expected, capsys):
     check_bad_input(wgan_gp.main, args, capsys, *expected)
 
 
 def test_cli_error_is_one_line_without_traceback():
     out = run_script("wgan_gp.py", "--gp-lambda", "-1")
-    assert out.returncode == 2 and out.stderr.strip() == "wgan_gp.py: error: argument --gp-lambda: must be a finite number >= 0, got -1"
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "wgan_gp.py: error: argument --gp-lambda: must be a finite number >= 0, got -1"
+    )
 
 
 def test_resnet_generator_runs_on_two_halves_like_the_authors():
-    """gan_cifar_resnet.py's G sees each batch as two halves: BN statistics per half (resnet), the whole batch (dcgan)."""
+    """gan_cifar_resnet.py's G sees each batch as two halves: BN statistics per half (resnet), the whole batch
+    (dcgan)."""
     torch.manual_seed(0)
     G = wgan_gp.ResNetGenerator(8, 3, 32, 8)
     z = torch.randn(6, 8)
