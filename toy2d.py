@@ -239,6 +239,15 @@ def mode_points(name, n, generator=None):
     return embed_3d(xy) if name == "ring7-3d" else xy
 
 
+COLLAPSE_NATS = 0.5  # collapsed: reverse KL within 0.5 nats of log(modes), the mass on about one or two modes
+
+
+def collapsed(reverse_kl, n_modes):
+    """Whether a run's samples have collapsed: reverse KL >= log(n_modes) - COLLAPSE_NATS (log 8 - 0.5 = 1.58 on
+    ring8: all mass on one mode gives log 8 = 2.08, uniform on two 1.39, on eight 0)."""
+    return reverse_kl >= math.log(n_modes) - COLLAPSE_NATS
+
+
 def mode_metrics(samples, name):
     """VEEGAN / PacGAN metrics. A sample is high quality (HQ) within 3 std of its nearest mean; a mode is captured
     when it is the nearest mean of at least one HQ sample; reverse KL = KL(p_gen || uniform) over the histogram
@@ -660,6 +669,7 @@ def main(argv=None):
                 values = [f[key] for f in finals]
                 entry |= {key: statistics.fmean(values),
                           key + "_std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            entry["collapsed"] = sum(collapsed(f["reverse_kl"], len(mixture_means(dataset))) for f in finals)
             results[dataset][label] = entry
         about = PRESETS[args.preset]["about"] if args.preset else ""
         plot_snapshots(run_dir / f"toy2d_{dataset}.png", dataset, rows,

@@ -299,6 +299,12 @@ def test_zero_strength_is_exactly_the_plain_gan(method, flags, tmp_path):
         assert gan[key] == other[key]
 
 
+def test_collapse_is_reverse_kl_within_half_a_nat_of_log_modes():
+    assert toy2d.collapsed(math.log(8), 8) and toy2d.collapsed(math.log(8) - 0.5, 8)  # one mode; the threshold
+    assert not toy2d.collapsed(math.log(8) - 0.51, 8) and not toy2d.collapsed(math.log(4), 8)  # two modes: log 4
+    assert toy2d.collapsed(math.log(25) - 0.4, 25) and not toy2d.collapsed(0.0, 25)
+
+
 def test_seeds_mean_std_and_determinism(tmp_path):
     args = ["--method", "gan", "--steps", "40", "--out-dir", str(tmp_path), *FAST]
     res = toy2d.main([*args, "--seeds", "1", "2", "3"])["results"]["ring8"]["gan"]
@@ -307,6 +313,7 @@ def test_seeds_mean_std_and_determinism(tmp_path):
     mean = sum(per_seed) / 3
     assert res["reverse_kl"] == pytest.approx(mean)
     assert res["reverse_kl_std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in per_seed) / 2))
+    assert res["collapsed"] == sum(v >= math.log(8) - 0.5 for v in per_seed)
     again = toy2d.main([*args, "--seeds", "2"])["results"]["ring8"]["gan"]["per_seed"][0]
     assert again["reverse_kl"] == res["per_seed"][1]["reverse_kl"] and again["g_loss"] == res["per_seed"][1]["g_loss"]
 
