@@ -172,7 +172,6 @@ def number(cast, low, high=math.inf, strict=False):
     return parse
 
 
-
 # ---------------------------------------------------------------------------------------------------- data
 class StackedMNIST(torch.utils.data.Dataset):
     """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3, lens paper
@@ -505,6 +504,11 @@ def set_rng_state(state):
 
 # 3: one flat dict (step, batches_used, fids, wall_time, args, rng, G, D, ..., opt_G, opt_D); 1 and 2: refused
 CHECKPOINT_FORMAT = 3
+# args that may change on resume; every other one defines the run and must match the checkpoint
+RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
+             "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
+             "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate", "fid",
+             "classifier_samples"}
 
 
 def save_checkpoint(path, state):
@@ -515,14 +519,6 @@ def save_checkpoint(path, state):
     except BaseException:  # a full disk, no permission, a second Ctrl-C: no stray .tmp left behind
         tmp.unlink(missing_ok=True)
         raise
-
-
-# args that may change on resume; every other one defines the run and must match the checkpoint
-RESUMABLE = {"resume", "total_steps", "device", "num_workers", "out_dir", "data_root", "download", "track",
-             "wandb_project_name", "wandb_entity", "log_every", "sample_every", "eval_every", "fid_samples",
-             "fid_weights", "checkpoint_every", "stream_data", "generate", "generate_dir", "evaluate", "fid",
-             "classifier_samples"}
-
 
 
 def checkpoint_defaults(parser, argv):
@@ -577,7 +573,6 @@ def check_resume(args, ckpt):
         sys.exit(0)
 
 
-
 def new_run_dir(args):
     name = f"{args.dataset}__{args.exp_name}__{args.seed}__{int(time.time())}"
     for n in range(1000):  # runs started in the same second get _1, _2, ...
@@ -627,7 +622,6 @@ def stop_if_non_finite(bad, names, run_dir, saved_step):
              f"stopped, {kept}", code=1)
 
 
-
 def use_checkpoint(args, G, evaluator, ckpt, device):
     """--generate N: N samples of G as 8-bit PNGs in a new folder; --evaluate N: FID and IS of N samples against N
     training images, and on mnist / stacked-mnist the classifier metrics of the same N samples, written to
@@ -654,7 +648,6 @@ def use_checkpoint(args, G, evaluator, ckpt, device):
             fail(f"cannot write {path}: {reason(e)}", code=1)
         print(f"written to {path}")
     return result
-
 
 
 def main(argv=None):
