@@ -75,35 +75,36 @@ SETTINGS = {
 }
 N_CRITIC = {"wgan-gp": 5}
 
-# --preset NAME: a paper's toy experiment with that paper's settings; runs are (row label, method, overrides)
-METZ = dict(layers=2, width=128, activation="tanh", init="orthogonal", z_dim=256, batch_size=512, lr_g=1e-3, lr_d=1e-4,
-            beta1=0.5, beta2=0.999, lr_decay_start=1.0)  # poolio/unrolled_gan notebook
+# --preset NAME: a paper's toy experiment with that paper's settings; runs are (row label, method, overrides); each
+# deviation from the paper is named here and measured in docs/toy2d.md. Three seeds each (Roth's NUM_RUNS).
+COLLAPSE = dict(SETTINGS["collapse"], eval_every=300)  # Metz's notebook nets with ReLU: the GAN collapses and hops
 PRESETS = {
-    "metz": dict(settings=dict(METZ, steps=5000), datasets=["ring8"],
+    "metz": dict(settings=COLLAPSE, datasets=["ring8"],
                  runs=[("gan", "gan", {}), ("unrolled K=5", "unrolled", {"unroll_steps": 5}),
                        ("unrolled K=10", "unrolled", {"unroll_steps": 10})],
-                 about="Metz et al. 2017 Fig. 2: the GAN visits modes one at a time, the unrolled GAN covers the ring"),
+                 about="Metz et al. Fig. 2 setting (ReLU): the GAN and unrolled GANs (K = 5, 10) over training"),
+    # 3DGAN.py's Adam beta1 0.5 lets the plain GAN succeed; the paper's appendix text says 0.9, with which it fails
     "roth": dict(settings=dict(layers=2, width=128, activation="tanh", init="normal0.1", z_dim=2, batch_size=512,
-                               lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, lr_decay_start=1.0, reg_g_loss="mm",
-                               steps=10000),
+                               lr_g=1e-3, lr_d=1e-3, beta1=0.9, beta2=0.999, lr_decay_start=1.0, reg_g_loss="mm",
+                               steps=5000, eval_every=1000),
                  datasets=["ring7-3d"],
                  runs=[("gamma 0 (GAN)", "reg", {"gamma": 0.0}), ("gamma 0.01", "reg", {"gamma": 0.01}),
                        ("gamma 0.1", "reg", {"gamma": 0.1}), ("gamma 1", "reg", {"gamma": 1.0})],
-                 about="Roth et al. 2017 Fig. 1: 7 Gaussians on a plane in 3-D, z-dim 2; the regularizer spreads the "
-                       "mass"),
-    "aw": dict(settings=dict(METZ, steps=10000), datasets=["ring8"], scores=True,
-               runs=[("gan", "gan", {}), ("aw", "aw", {})],
-               about="the aw paper's Fig. 6: GAN samples and mean D scores per mode, against aw-GAN"),
-    "gulrajani": dict(settings=dict(layers=3, width=512, activation="relu", init="default", z_dim=2, batch_size=256,
-                                    lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, lr_decay_start=1.0, gp_lambda=0.1,
-                                    steps=1000),
-                      datasets=["ring8", "grid25"], runs=[("wgan-gp", "wgan-gp", {})],
-                      about="Gulrajani et al.'s gan_toy.py: WGAN-GP on 8 and 25 Gaussians"),
-    "lens": dict(settings=dict(METZ, steps=5000), datasets=["ring8"],
-                 runs=[("gan (no lens)", "gan", {}), ("lens", "lens", {})],
-                 about="the lens (no toy in its paper) in the Metz setting, with and without it"),
+                 about="Roth et al. Fig. 1 setting: 7 Gaussians on a plane in 3-D, z-dim 2, Adam beta1 0.9, gamma 0-1"),
+    "aw": dict(settings=COLLAPSE, datasets=["ring8"], scores=True, runs=[("gan", "gan", {}), ("aw", "aw", {})],
+               about="the aw paper's Fig. 6 layout in the collapse setting: samples and D's mean logit per mode"),
+    "gulrajani": dict(settings=dict(layers=3, width=512, activation="relu", init="default", batch_size=256, lr_d=1e-4,
+                                    beta1=0.5, beta2=0.9, gp_lambda=0.1, steps=2000),
+                      datasets=["ring8", "grid25", "swissroll"], critic_only=True,
+                      about="Gulrajani et al. Fig. 1: WGAN critics against a fixed generator (data + N(0, 1))"),
+    "gulrajani-train": dict(settings=dict(layers=3, width=512, activation="relu", init="default", z_dim=2,
+                                          batch_size=256, lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9,
+                                          lr_decay_start=1.0, gp_lambda=0.1, steps=1000),
+                            datasets=["ring8", "grid25"], runs=[("wgan-gp", "wgan-gp", {})], seeds=[1],
+                            about="Gulrajani et al.'s gan_toy.py training run: WGAN-GP on 8 and 25 Gaussians"),
+    "lens": dict(settings=COLLAPSE, datasets=["ring8"], runs=[("gan (no lens)", "gan", {}), ("lens", "lens", {})],
+                 about="the lens (no toy in its paper) in the collapse setting, with and without it"),
 }
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -114,9 +115,10 @@ def parse_args(argv=None):
                    help="the setting every method shares (SETTINGS): collapse, where the plain GAN collapses; tuned")
     p.add_argument("--method", default="all", choices=METHODS + ("all",),
                    help="training method (all: every one, paired runs)")
-    p.add_argument("--dataset", nargs="+", default=["ring8"], choices=tuple(MIXTURES),
-                   help="Gaussian mixture(s) (SPEC §4)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean and std over them")
+    p.add_argument("--dataset", nargs="+", default=["ring8"], choices=(*MIXTURES, "swissroll"),
+                   help="Gaussian mixture(s) (SPEC §4); swissroll: --preset gulrajani only")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1],
+                   help="one run per seed; mean and std over them (presets: 1 2 3)")
     p.add_argument("--steps", type=int, help="generator updates per run")
     p.add_argument("--layers", type=int, help="hidden layers of G and of D")
     p.add_argument("--width", type=int, help="units per hidden layer")
@@ -156,7 +158,7 @@ def parse_args(argv=None):
     settings = {**SETTINGS.get(known.setting, {}), **(preset["settings"] if preset else {})}
     p.set_defaults(**settings)  # explicit flags still win
     if preset:
-        p.set_defaults(dataset=preset["datasets"])
+        p.set_defaults(dataset=preset["datasets"], seeds=preset.get("seeds", [1, 2, 3]))
     args = p.parse_args(argv)
     for k, v in vars(args).items():  # inf and NaN have no use in any float flag
         if isinstance(v, float) and not math.isfinite(v):
@@ -172,6 +174,8 @@ def parse_args(argv=None):
         fail(f"Adam betas must be in [0, 1), got {args.beta1}, {args.beta2}")
     if not 0 <= args.lr_decay_start <= 1:
         fail(f"--lr-decay-start must be in [0, 1], got {args.lr_decay_start}")
+    if "swissroll" in args.dataset and not (preset and preset.get("critic_only")):
+        fail("--dataset swissroll is for the critics of --preset gulrajani (it has no modes to count)")
     if len(set(args.seeds)) != len(args.seeds) or len(set(args.dataset)) != len(args.dataset):
         fail(f"--seeds and --dataset must be distinct, got {args.seeds}, {args.dataset}")
     args.eval_every = args.eval_every or max(args.steps // SNAPSHOTS, 1)
@@ -251,16 +255,18 @@ def collapsed(reverse_kl, n_modes):
 def mode_metrics(samples, name):
     """VEEGAN / PacGAN metrics. A sample is high quality (HQ) within 3 std of its nearest mean; a mode is captured
     when it is the nearest mean of at least one HQ sample; reverse KL = KL(p_gen || uniform) over the histogram
-    of nearest means of all samples. Non-finite samples are never HQ and fall in no histogram bin."""
+    of nearest means of all samples; top_mode / top_share: the mode with the most samples and its share of them.
+    Non-finite samples are never HQ and fall in no histogram bin."""
     means, std = mixture_means(name).double(), MIXTURES[name][1]
     samples = samples.detach().cpu().double()
     finite = samples[torch.isfinite(samples).all(1)]
     distance, nearest = torch.cdist(finite, means).min(1)
     hq = distance <= 3 * std
-    p = torch.bincount(nearest, minlength=len(means)).double() / max(len(finite), 1)
-    p = p[p > 0]  # 0 log 0 = 0
+    histogram = torch.bincount(nearest, minlength=len(means)).double() / max(len(finite), 1)
+    p = histogram[histogram > 0]  # 0 log 0 = 0
     reverse_kl = (p * (p * len(means)).log()).sum().item() if len(finite) else math.log(len(means))
-    return {"modes": len(nearest[hq].unique()), "hq": 100.0 * hq.sum().item() / len(samples), "reverse_kl": reverse_kl}
+    return {"modes": len(nearest[hq].unique()), "hq": 100.0 * hq.sum().item() / len(samples), "reverse_kl": reverse_kl,
+            "top_mode": int(histogram.argmax()), "top_share": histogram.max().item()}  # Metz Fig. 2: where, how much
 
 
 # ------------------------------------------------------------------------------------------------ networks
@@ -545,8 +551,9 @@ def train(args, label, method, overrides, seed, dataset):
             if not finite:
                 print(f"{label} seed {seed}: non-finite loss at step {step} ({stats}); run stopped", file=sys.stderr)
                 break
+    visited = [r["top_mode"] for r in records if r["top_share"] >= 0.5]  # evaluations with most samples on one mode
     final = {"seed": seed, **metrics, **stats, "steps_done": step, "diverged": not finite,
-             "wall_time": time.time() - start}
+             "single_mode_evals": len(visited), "modes_visited": len(set(visited)), "wall_time": time.time() - start}
     return final, snapshots, records
 
 
@@ -558,6 +565,197 @@ def run_job(args, job):
         return train(args, *job)
     finally:
         torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------ Gulrajani et al. Fig. 1: critics, generator held fixed
+# gan_toy.py's data scales: its 8 Gaussians are Metz's ring (radius 2, std 0.02) / 1.414, its 25 the grid / 2.828;
+# their size against the fixed generator's unit noise is what the value surfaces show, so this preset keeps them
+GAN_TOY_SCALE = {"ring8": 2 / 1.414, "grid25": 1 / 2.828}
+FIG1A_CLIP = 0.01  # WGAN's c, gan_toy.py's clip range
+FIG1B_CLIPS = (0.1, 0.01, 0.001)  # Fig. 1b's thresholds
+FIG1B_LAYERS, FIG1B_WIDTH = 12, 128  # the depth read off Fig. 1b's x-axis (the text gives none); 128 wide for a CPU
+GRID_POINTS, GRID_RANGE = 128, 3.0  # gan_toy.py's N_POINTS and RANGE of the value-surface plots
+
+
+def swiss_roll(n, noise=0.25, generator=None):
+    """gan_toy.py's Swiss roll without scikit-learn: make_swiss_roll(n, noise=0.25)'s (t cos t, t sin t) with
+    t = 1.5 pi (1 + 2u), u ~ U[0, 1], plus N(0, noise^2) per coordinate (its coordinates 0 and 2), divided by 7.5."""
+    t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator))
+    return (torch.stack([t * t.cos(), t * t.sin()], 1) + noise * torch.randn(n, 2, generator=generator)) / 7.5
+
+
+def gan_toy_data(name, n, generator=None):
+    """A batch of gan_toy.py's 8gaussians, 25gaussians or swissroll."""
+    if name == "swissroll":
+        return swiss_roll(n, generator=generator)
+    return GAN_TOY_SCALE[name] * sample_mixture(name, n, generator)
+
+
+def fixed_generator(real, generator=None):
+    """gan_toy.py's FIXED_GENERATOR, "real data plus Gaussian noise, as in the plots in the paper": the same batch
+    plus N(0, I). It has no parameters: training the critic cannot move it."""
+    return real + torch.randn(real.shape, generator=generator)
+
+
+def clip_weights(critic, c):
+    """WGAN's Lipschitz constraint (Arjovsky et al. 2017, Algorithm 1 line 7): every critic parameter, biases
+    included (gan_toy.py clips all of them), clipped to [-c, c] after each critic step."""
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.clamp_(-c, c)
+
+
+def layer_gradient_norms(critic):
+    """||dL/dW_l|| of each linear layer's weight matrix, input side first: our reading of Fig. 1b's "gradient norm"
+    per discriminator layer."""
+    return [m.weight.grad.norm().item() for m in critic if isinstance(m, nn.Linear)]
+
+
+def resolved_modes(critic, means, ring):
+    """How many modes are peaks of the critic's value surface: above the point between it and every adjacent mode
+    (at the smallest distance between means), on the circle for a ring (else a ring-shaped ridge would count),
+    on the segment for a grid. A critic that sees only the data's mean and spread resolves none."""
+    distance = torch.cdist(means, means)
+    adjacent = (distance - distance[distance > 0].min()).abs() < 1e-4
+    with torch.no_grad():
+        at_mode, count = critic(means), 0
+        for i, j in [(i, adjacent[i].nonzero().flatten()) for i in range(len(means))]:
+            between = (means[i] + means[j]) / 2
+            if ring:
+                between = between * means[i].norm() / between.norm(dim=1, keepdim=True)
+            count += bool((at_mode[i] > critic(between) + 1e-6 * (1 + at_mode[i].abs())).all())  # above rounding
+        return count
+
+
+def train_critic(args, dataset, constraint, seed, layers, width):
+    """A WGAN critic trained alone against gan_toy.py's FIXED_GENERATOR (real data plus N(0, I) noise), as for the
+    paper's Fig. 1: L_D = D(x~) - D(x) + the constraint, ("clip", c): RMSProp 5e-5 and weight clipping (gan_toy.py's
+    wgan mode; PyTorch's RMSprop, as the WGAN authors' PyTorch code), or ("gp", lambda): eq. (3) with Adam."""
+    kind, value = constraint
+    torch.manual_seed(seed)
+    D = mlp(2, *[width] * layers, 1, activation="relu", final=[nn.Flatten(0)])
+    if kind == "clip":
+        optimizer = torch.optim.RMSprop(D.parameters(), lr=5e-5)
+    else:
+        optimizer = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))
+    data, start, norms = torch.Generator().manual_seed(seed), time.time(), []
+    for step in range(1, args.steps + 1):
+        real = gan_toy_data(dataset, args.batch_size, data)
+        fake = fixed_generator(real, data)
+        loss = D(fake).mean() - D(real).mean()
+        if kind == "gp":
+            loss = loss + value * gradient_penalty(D, real, fake)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if step > args.steps * 0.9:  # Fig. 1b: the norms over the last tenth of training, averaged in log space
+            norms.append(layer_gradient_norms(D))
+        optimizer.step()
+        if kind == "clip":
+            clip_weights(D, value)
+    real = gan_toy_data(dataset, 10000, torch.Generator().manual_seed(seed + 10**6))
+    fake = fixed_generator(real, torch.Generator().manual_seed(seed + 2 * 10**6))
+    axis = torch.linspace(-GRID_RANGE, GRID_RANGE, GRID_POINTS)
+    grid = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        result = {"dataset": dataset, "constraint": f"{kind} {value}", "seed": seed, "layers": layers,
+                  "width": width, "steps": args.steps, "w_estimate": (D(real).mean() - D(fake).mean()).item(),
+                  "surface": D(grid).view(GRID_POINTS, GRID_POINTS).T.tolist()}
+    x = real[:1000].requires_grad_(True)
+    result["input_grad_norm"] = torch.autograd.grad(D(x).sum(), x)[0].norm(dim=1).mean().item()
+    log_norms = torch.tensor(norms).clamp_min(1e-30).log10().mean(0)
+    weights = torch.cat([m.weight.detach().flatten() for m in D if isinstance(m, nn.Linear)])
+    result |= {"log10_grad_norms": log_norms.tolist(), "weights": weights[:: max(len(weights) // 20000, 1)].tolist(),
+               "wall_time": time.time() - start}
+    if dataset != "swissroll":
+        means = GAN_TOY_SCALE[dataset] * mixture_means(dataset)
+        result["resolved_modes"] = resolved_modes(D, means, ring=dataset == "ring8")
+    return result
+
+
+def critic_jobs(args):
+    """Fig. 1a: per dataset, clipping (c = 0.01) and the penalty, gan_toy.py's critic; Fig. 1b: on the Swiss roll, a
+    deep critic with each clipping threshold and with the penalty."""
+    constraints = (("clip", FIG1A_CLIP), ("gp", args.gp_lambda))
+    fig1a = [(ds, c, s, args.layers, args.width) for ds in args.dataset for c in constraints for s in args.seeds]
+    fig1b = [("swissroll", c, s, FIG1B_LAYERS, FIG1B_WIDTH)
+             for c in [("clip", c) for c in FIG1B_CLIPS] + [("gp", args.gp_lambda)] for s in args.seeds]
+    return fig1a + fig1b
+
+
+def run_critic_job(args, job):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_critic(args, *job)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def at_extremes(weights):
+    """Share of the weights within 1 % of the largest |w|: all clipped weights when clipping binds (Fig. 1b right)."""
+    w = torch.tensor(weights).abs()
+    return (w >= 0.99 * w.max()).double().mean().item()
+
+
+def plot_critics(run_dir, results, datasets):
+    """Fig. 1a: value surfaces (first seed), clipping above the penalty, one column per dataset, real points orange,
+    fixed-generator points green; Fig. 1b: per-layer gradient norms of the deep critic on the Swiss roll (mean over
+    seeds, min to max shaded) and its weight histograms under clipping (c = 0.01) and the penalty."""
+    fig = Figure(figsize=(3.2 * len(datasets), 6.6), layout="constrained")
+    axes = fig.subplots(2, len(datasets), squeeze=False)
+    for c, ds in enumerate(datasets):
+        real = gan_toy_data(ds, 400, torch.Generator().manual_seed(0))
+        fake = fixed_generator(real, torch.Generator().manual_seed(1))
+        for r, name in enumerate((f"clip {FIG1A_CLIP}", "gp")):
+            res = next(x for x in results if x["dataset"] == ds and x["constraint"].startswith(name)
+                       and x["layers"] != FIG1B_LAYERS)
+            ax, axis = axes[r][c], torch.linspace(-GRID_RANGE, GRID_RANGE, GRID_POINTS)
+            ax.contour(axis.numpy(), axis.numpy(), res["surface"], levels=20, linewidths=0.6)
+            ax.scatter(*fake.T.numpy(), s=1, c="tab:green"), ax.scatter(*real.T.numpy(), s=1, c="tab:orange")
+            ax.set_aspect("equal"), ax.tick_params(labelsize=6)
+            peaks = f", {res['resolved_modes']} modes resolved" if "resolved_modes" in res else ""
+            ax.set_title(f"{ds}: {'weight clipping c = 0.01' if r == 0 else 'gradient penalty'}{peaks}", fontsize=8)
+    fig.suptitle("Critic value surfaces, generator fixed at data + N(0, 1) (orange: data, green: it)", fontsize=10)
+    save_figure(fig, run_dir / "fig1a_value_surfaces.png")
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[1.3, 1])
+    ax = left.subplots()
+    deep = [x for x in results if x["layers"] == FIG1B_LAYERS]
+    for name in dict.fromkeys(x["constraint"] for x in deep):
+        norms = torch.tensor([x["log10_grad_norms"] for x in deep if x["constraint"] == name])
+        layer = range(1, norms.shape[1] + 1)
+        ax.plot(layer, norms.mean(0), marker="o", markersize=3, label=name.replace("gp", "gradient penalty, lambda"))
+        ax.fill_between(layer, norms.min(0).values, norms.max(0).values, alpha=0.2)
+    ax.set_xlabel("critic layer (input side first)"), ax.set_ylabel("log10 ||dL/dW||"), ax.legend(fontsize=7)
+    ax.set_title(f"Swiss roll, {FIG1B_LAYERS} hidden layers of {FIG1B_WIDTH}: gradient norm per layer", fontsize=9)
+    for ax, name in zip(right.subplots(2, 1), (f"clip {FIG1A_CLIP}", "gp")):
+        weights = next(x["weights"] for x in deep if x["constraint"].startswith(name))
+        ax.hist(weights, bins=100, color="tab:blue"), ax.tick_params(labelsize=6)
+        ax.set_title(f"weights, {'weight clipping c = 0.01' if name != 'gp' else 'gradient penalty'}", fontsize=8)
+    save_figure(fig, run_dir / "fig1b_gradient_norms.png")
+
+
+def critic_summary(results):
+    """Per (figure, dataset, constraint): mean and std over seeds of the numbers behind Fig. 1."""
+    rows = {}
+    for x in results:
+        key = f"{'fig1b' if x['layers'] == FIG1B_LAYERS else 'fig1a'} {x['dataset']} {x['constraint']}"
+        rows.setdefault(key, []).append(x)
+    summary = {}
+    for key, runs in rows.items():
+        entry = {"seeds": [x["seed"] for x in runs], "wall_time": sum(x["wall_time"] for x in runs)}
+        values = {"w_estimate": [x["w_estimate"] for x in runs],
+                  "input_grad_norm": [x["input_grad_norm"] for x in runs],
+                  "weights_at_extremes": [at_extremes(x["weights"]) for x in runs],
+                  "log10_grad_norm_first": [x["log10_grad_norms"][0] for x in runs],
+                  "log10_grad_norm_last": [x["log10_grad_norms"][-1] for x in runs]}
+        if "resolved_modes" in runs[0]:
+            values["resolved_modes"] = [x["resolved_modes"] for x in runs]
+        for name, v in values.items():
+            entry |= {name: statistics.fmean(v), name + "_std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                      name + "_per_seed": v}
+        summary[key] = entry
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------- reporting
@@ -604,6 +802,10 @@ def plot_snapshots(path, dataset, rows, scores=False, title=""):
             axes[r * per_run + 1][0].set_ylabel(f"{label}: D scores", fontsize=9)
     fig.suptitle(title or f"toy2d on {dataset}" + (" (in-plane coordinates)" if dataset == "ring7-3d" else ""),
                  fontsize=11)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     Image.open(buffer).convert("RGB").quantize(64).save(path, optimize=True)  # a palette: small enough to commit
@@ -641,6 +843,8 @@ def main(argv=None):
     args = parse_args(argv)
     pick_device(args.device)
     run_dir, start = new_run_dir(args), time.time()
+    if args.preset and PRESETS[args.preset].get("critic_only"):
+        return critic_study(args, run_dir, start)
     runs = runs_of(args)
     jobs = [(label, method, overrides, seed, dataset)
             for dataset in args.dataset for label, method, overrides in runs for seed in args.seeds]
@@ -679,6 +883,29 @@ def main(argv=None):
     summary = {"run_dir": str(run_dir), "datasets": args.dataset,
                "n_modes": {ds: len(mixture_means(ds)) for ds in args.dataset},
                "settings": vars(args), "results": results, "wall_time": time.time() - start}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return summary
+
+
+def critic_study(args, run_dir, start):
+    """--preset gulrajani: Fig. 1a and 1b (critic_jobs), in parallel processes of one thread each."""
+    jobs = critic_jobs(args)
+    print(f"toy2d: {len(jobs)} critics (Gulrajani et al. Fig. 1), {args.steps} steps each, {min(args.jobs, len(jobs))} "
+          f"job(s); run directory {run_dir}", flush=True)
+    if args.jobs > 1:
+        cost = [layers * width**2 * (3 if kind == "gp" else 1) for _, (kind, _), _, layers, width in jobs]
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            order = sorted(range(len(jobs)), key=lambda i: -cost[i])  # the longest first
+            futures = {i: pool.submit(run_critic_job, args, jobs[i]) for i in order}
+            results = [futures[i].result() for i in range(len(jobs))]
+    else:
+        results = [run_critic_job(args, job) for job in jobs]
+    plot_critics(run_dir, results, args.dataset)
+    records = [{k: v for k, v in r.items() if k not in ("surface", "weights")} for r in results]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"run_dir": str(run_dir), "datasets": args.dataset, "settings": vars(args),
+               "results": critic_summary(results), "wall_time": time.time() - start}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary

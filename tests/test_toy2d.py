@@ -26,6 +26,8 @@ def test_metrics_all_samples_at_the_means():
         "modes": 8,
         "hq": 100.0,
         "reverse_kl": pytest.approx(0.0, abs=1e-12),
+        "top_mode": 0,  # a tie: the first
+        "top_share": pytest.approx(1 / 8),
     }
 
 
@@ -39,12 +41,15 @@ def test_metrics_everything_on_one_mode():
     samples = toy2d.mixture_means("ring8")[3].repeat(2500, 1) + 0.01 * torch.randn(2500, 2).clamp(-2, 2)
     m = toy2d.mode_metrics(samples, "ring8")
     assert m["modes"] == 1 and m["hq"] == 100.0 and m["reverse_kl"] == pytest.approx(math.log(8))
+    assert (m["top_mode"], m["top_share"]) == (3, 1.0)
 
 
-def test_metrics_half_on_two_modes_closed_form():
+def test_metrics_two_modes_closed_form():
     means = toy2d.mixture_means("ring8")
-    samples = torch.cat([means[0].repeat(30, 1), means[5].repeat(30, 1)])
-    assert toy2d.mode_metrics(samples, "ring8")["reverse_kl"] == pytest.approx(math.log(4))  # sum 1/2 log(8/2)
+    samples = torch.cat([means[0].repeat(30, 1), means[5].repeat(50, 1)])
+    m = toy2d.mode_metrics(samples, "ring8")
+    assert m["reverse_kl"] == pytest.approx(3 / 8 * math.log(3) + 5 / 8 * math.log(5))  # sum p log(8 p), p 3/8, 5/8
+    assert (m["top_mode"], m["top_share"]) == (5, pytest.approx(5 / 8))
 
 
 def test_metrics_hq_threshold_is_three_std():
@@ -452,7 +457,9 @@ def test_toy_unroll_has_unrolled_gan_semantics(monkeypatch, tmp_path):
 def test_presets_parse_to_their_documented_settings():
     for name, preset in toy2d.PRESETS.items():
         args = toy2d.parse_args(["--preset", name])
-        assert args.dataset == preset["datasets"] and all(getattr(args, k) == v for k, v in preset["settings"].items())
+        derived = ("lens_k", "eval_every")  # 0: from --steps
+        assert args.dataset == preset["datasets"] and args.seeds == preset.get("seeds", [1, 2, 3])
+        assert all(getattr(args, k) == v for k, v in preset["settings"].items() if not (k in derived and v == 0))
     metz = toy2d.parse_args(["--preset", "metz"])
     assert (metz.layers, metz.width, metz.z_dim, metz.lr_d, metz.lr_g, metz.beta1, metz.batch_size) == (
         2,
@@ -465,15 +472,21 @@ def test_presets_parse_to_their_documented_settings():
     )
     roth = toy2d.parse_args(["--preset", "roth", "--steps", "7"])  # explicit flags still win
     assert (roth.z_dim, roth.init, roth.reg_g_loss, roth.steps, roth.dataset) == (2, "normal0.1", "mm", 7, ["ring7-3d"])
+    assert (roth.beta1, roth.lr_d, roth.lr_g, roth.seeds) == (0.9, 1e-3, 1e-3, [1, 2, 3])  # the appendix's text
+    assert (metz.activation, metz.init, metz.steps, metz.eval_every) == ("relu", "default", 3000, 300)
     gul = toy2d.parse_args(["--preset", "gulrajani"])
-    assert (gul.layers, gul.width, gul.activation, gul.z_dim, gul.gp_lambda, gul.batch_size) == (
+    assert (gul.layers, gul.width, gul.activation, gul.gp_lambda, gul.batch_size, gul.lr_d, gul.beta2) == (
         3,
         512,
         "relu",
-        2,
         0.1,
         256,
+        1e-4,
+        0.9,
     )
+    assert gul.dataset == ["ring8", "grid25", "swissroll"]
+    train = toy2d.parse_args(["--preset", "gulrajani-train"])
+    assert (train.z_dim, train.n_critic, train.seeds, train.steps) == (2, None, [1], 1000)
     default = toy2d.parse_args([])  # the collapse setting
     assert (
         default.layers,
@@ -514,10 +527,19 @@ def test_every_preset_runs_a_few_steps(preset, tmp_path):
             str(tmp_path),
             "--jobs",
             "1",
+            "--seeds",
+            "1",
         ]
     )
     preset_def = toy2d.PRESETS[preset]
     assert summary["datasets"] == preset_def["datasets"]
+    if preset_def.get("critic_only"):  # Fig. 1a per dataset and constraint, Fig. 1b per constraint
+        fig1a = [f"fig1a {ds} {c}" for ds in preset_def["datasets"] for c in ("clip 0.01", "gp 0.1")]
+        fig1b = [f"fig1b swissroll {c}" for c in ("clip 0.1", "clip 0.01", "clip 0.001", "gp 0.1")]
+        assert list(summary["results"]) == fig1a + fig1b
+        assert all(math.isfinite(r["w_estimate"]) for r in summary["results"].values())
+        assert {"fig1a_value_surfaces.png", "fig1b_gradient_norms.png"} <= {p.name for p in tmp_path.glob("*/*.png")}
+        return
     for dataset in preset_def["datasets"]:
         assert list(summary["results"][dataset]) == [label for label, *_ in preset_def["runs"]]
         assert (Path(summary["run_dir"]) / f"toy2d_{dataset}.png").exists()
@@ -547,3 +569,79 @@ def test_parallel_jobs_give_the_sequential_numbers(tmp_path):
     two = toy2d.main(args + ["--jobs", "2"])["results"]["ring8"]
     strip = lambda r: {k: v for k, v in r["per_seed"][0].items() if k != "wall_time"}  # noqa: E731
     assert all(strip(one[m]) == strip(two[m]) for m in toy2d.METHODS)
+
+
+# ------------------------------------------------------------------- Gulrajani et al. Fig. 1: critics, generator fixed
+def test_swiss_roll_is_make_swiss_roll_scaled():
+    x = toy2d.swiss_roll(20000, noise=0.0, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (20000, 2)
+    t = x.norm(dim=1) * 7.5  # without noise a point is (t cos t, t sin t) / 7.5: its radius is t / 7.5
+    assert t.min() >= 1.5 * math.pi - 1e-3 and t.max() <= 4.5 * math.pi + 1e-3  # t = 1.5 pi (1 + 2u)
+    assert t.mean().item() == pytest.approx(3 * math.pi, rel=0.01)  # t uniform on [1.5 pi, 4.5 pi]
+    assert torch.allclose(7.5 * x, torch.stack([t * t.cos(), t * t.sin()], 1), atol=2e-3)  # on the spiral
+    noisy = toy2d.swiss_roll(20000, generator=torch.Generator().manual_seed(0))  # noise 0.25 per coordinate
+    assert (noisy - x).std().item() == pytest.approx(0.25 / 7.5, rel=0.03)
+
+
+def test_weight_clipping_keeps_every_critic_parameter_in_range():
+    torch.manual_seed(0)
+    critic = toy2d.mlp(2, 64, 64, 1, activation="relu")
+    optimizer = torch.optim.RMSprop(critic.parameters(), lr=0.5)  # large steps: most parameters leave [-c, c]
+    critic(torch.randn(32, 2)).mean().backward()
+    optimizer.step()
+    assert max(p.abs().max().item() for p in critic.parameters()) > 0.01
+    toy2d.clip_weights(critic, 0.01)
+    flat = torch.cat([p.detach().flatten() for p in critic.parameters()])
+    c = torch.tensor(0.01)  # in float32
+    assert flat.abs().max() == c and (flat.abs() == c).float().mean() > 0.5  # at the bounds, biases too
+
+
+def test_critic_training_never_moves_the_fixed_generator(monkeypatch):
+    """The fixed generator's batches are the same whatever the critic and its constraint do."""
+    original, batches = toy2d.fixed_generator, []
+
+    def spy(real, generator=None):
+        fake = original(real, generator)
+        batches[-1].append(fake.clone())
+        return fake
+
+    monkeypatch.setattr(toy2d, "fixed_generator", spy)
+    args = toy2d.parse_args(["--preset", "gulrajani", "--steps", "5", "--batch-size", "16"])
+    for constraint in (("clip", 0.01), ("gp", 0.1)):
+        batches.append([])
+        toy2d.train_critic(args, "ring8", constraint, 1, 2, 8)
+    clip, gp = batches
+    assert len(clip) == len(gp) == 5 + 1  # every step, and the final estimate
+    assert all(torch.equal(a, b) for a, b in zip(clip, gp))
+    real = toy2d.gan_toy_data("ring8", 4, torch.Generator().manual_seed(3))
+    noise = torch.randn(4, 2, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(original(real, torch.Generator().manual_seed(4)), real + noise)  # data + N(0, I)
+
+
+def test_layer_gradient_norms_of_a_linear_critic():
+    """D(x) = w2 . (W1 x): for L = mean D(fake) - mean D(real), dL/dW1 = w2 d^T and dL/dw2 = W1 d, d the difference
+    of the means."""
+    critic = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1, bias=False))  # no activation between
+    with torch.no_grad():
+        critic[0].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
+        critic[0].bias.zero_()
+        critic[1].weight.copy_(torch.tensor([[3.0, 4.0]]))
+    real, fake = torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [2.0, 1.0]])  # d = (1, 0)
+    (critic(fake).mean() - critic(real).mean()).backward()
+    w1, w2 = toy2d.layer_gradient_norms(critic)
+    assert w1 == pytest.approx(5.0)  # ||(3, 4)^T (1, 0)|| = 5
+    assert w2 == pytest.approx(1.0)  # ||W1 (1, 0)|| = ||(1, 0)|| = 1
+
+
+def test_resolved_modes_counts_peaks_of_the_value_surface():
+    means = toy2d.mixture_means("ring8")
+
+    def bumps(x):  # a peak on each mode
+        return torch.exp(-torch.cdist(x, means).min(1).values ** 2 / 0.01)
+
+    assert toy2d.resolved_modes(bumps, means, ring=True) == 8
+    assert toy2d.resolved_modes(lambda x: -(x.norm(dim=1) - 1).abs(), means, ring=True) == 0  # a ring-shaped ridge
+    assert toy2d.resolved_modes(lambda x: x[:, 0], means, ring=True) == 1  # a slope: only the rightmost mode
+    grid = toy2d.mixture_means("grid25")
+    assert toy2d.resolved_modes(lambda x: torch.cos(math.pi * x / 2).pow(2).sum(1), grid, ring=False) == 25
+    assert toy2d.resolved_modes(lambda x: -x.norm(dim=1), grid, ring=False) == 1  # a single peak at the centre
