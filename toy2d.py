@@ -542,7 +542,7 @@ def train(args, label, method, overrides, seed, dataset):
                 samples, scores = G(eval_z).cpu(), D(score_x).view(-1, SCORE_SAMPLES).mean(1).cpu()
             metrics = mode_metrics(samples, dataset)
             record = {"dataset": dataset, "run": label, "method": method, "seed": seed, "step": step, **stats,
-                      **metrics, "time": time.time() - start}
+                      **metrics, "mode_logits": scores.tolist(), "time": time.time() - start}  # D's mean per mode
             records.append(record)
             print(f"{dataset} {label} seed {seed} step {step}/{a.steps} | d_loss {stats['d_loss']:.4f} | g_loss "
                   f"{stats['g_loss']:.4f} | modes {metrics['modes']} | HQ {metrics['hq']:.1f}% | reverse KL "
