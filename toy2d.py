@@ -558,14 +558,24 @@ def train(args, label, method, overrides, seed, dataset):
     return final, snapshots, records
 
 
-def run_job(args, job):
-    """One (label, method, overrides, seed, dataset) run, on one thread (in a worker process, or in this one)."""
+def run_job(fn, args, job):
+    """fn(args, *job) on one thread (in a worker process, or in this one)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return train(args, *job)
+        return fn(args, *job)
     finally:
         torch.set_num_threads(threads)
+
+
+def run_jobs(fn, args, jobs, cost):
+    """fn(args, *job) of every job, in order: in --jobs processes of one thread each (these small MLPs gain little
+    from threads), the costliest first, or in this process."""
+    if args.jobs == 1 or len(jobs) == 1:
+        return [run_job(fn, args, job) for job in jobs]
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {i: pool.submit(run_job, fn, args, jobs[i]) for i in sorted(range(len(jobs)), key=lambda i: -cost[i])}
+        return [futures[i].result() for i in range(len(jobs))]
 
 
 # ------------------------------------------------------------ Gulrajani et al. Fig. 1: critics, generator held fixed
@@ -576,6 +586,7 @@ FIG1A_CLIP = 0.01  # WGAN's c, gan_toy.py's clip range
 FIG1B_CLIPS = (0.1, 0.01, 0.001)  # Fig. 1b's thresholds
 FIG1B_LAYERS, FIG1B_WIDTH = 12, 128  # the depth read off Fig. 1b's x-axis (the text gives none); 128 wide for a CPU
 GRID_POINTS, GRID_RANGE = 128, 3.0  # gan_toy.py's N_POINTS and RANGE of the value-surface plots
+PANELS = {f"clip {FIG1A_CLIP}": f"weight clipping c = {FIG1A_CLIP}", "gp": "gradient penalty"}  # figure rows, titles
 
 
 def swiss_roll(n, noise=0.25, generator=None):
@@ -609,7 +620,7 @@ def clip_weights(critic, c):
 def layer_gradient_norms(critic):
     """||dL/dW_l|| of each linear layer's weight matrix, input side first: our reading of Fig. 1b's "gradient norm"
     per discriminator layer."""
-    return [m.weight.grad.norm().item() for m in critic if isinstance(m, nn.Linear)]
+    return torch.stack([m.weight.grad.norm() for m in critic if isinstance(m, nn.Linear)]).tolist()  # one read
 
 
 def resolved_modes(critic, means, ring):
@@ -620,8 +631,8 @@ def resolved_modes(critic, means, ring):
     adjacent = (distance - distance[distance > 0].min()).abs() < 1e-4
     with torch.no_grad():
         at_mode, count = critic(means), 0
-        for i, j in [(i, adjacent[i].nonzero().flatten()) for i in range(len(means))]:
-            between = (means[i] + means[j]) / 2
+        for i in range(len(means)):
+            between = (means[i] + means[adjacent[i]]) / 2
             if ring:
                 between = between * means[i].norm() / between.norm(dim=1, keepdim=True)
             count += bool((at_mode[i] > critic(between) + 1e-6 * (1 + at_mode[i].abs())).all())  # above rounding
@@ -683,15 +694,6 @@ def critic_jobs(args):
     return fig1a + fig1b
 
 
-def run_critic_job(args, job):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train_critic(args, *job)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def at_extremes(weights):
     """Share of the weights within 1 % of the largest |w|: all clipped weights when clipping binds (Fig. 1b right)."""
     w = torch.tensor(weights).abs()
@@ -707,7 +709,7 @@ def plot_critics(run_dir, results, datasets):
     for c, ds in enumerate(datasets):
         real = gan_toy_data(ds, 400, torch.Generator().manual_seed(0))
         fake = fixed_generator(real, torch.Generator().manual_seed(1))
-        for r, name in enumerate((f"clip {FIG1A_CLIP}", "gp")):
+        for r, (name, title) in enumerate(PANELS.items()):
             res = next(x for x in results if x["dataset"] == ds and x["constraint"].startswith(name)
                        and x["layers"] != FIG1B_LAYERS)
             ax, axis = axes[r][c], torch.linspace(-GRID_RANGE, GRID_RANGE, GRID_POINTS)
@@ -715,7 +717,7 @@ def plot_critics(run_dir, results, datasets):
             ax.scatter(*fake.T.numpy(), s=1, c="tab:green"), ax.scatter(*real.T.numpy(), s=1, c="tab:orange")
             ax.set_aspect("equal"), ax.tick_params(labelsize=6)
             peaks = f", {res['resolved_modes']} modes resolved" if "resolved_modes" in res else ""
-            ax.set_title(f"{ds}: {'weight clipping c = 0.01' if r == 0 else 'gradient penalty'}{peaks}", fontsize=8)
+            ax.set_title(f"{ds}: {title}{peaks}", fontsize=8)
     fig.suptitle("Critic value surfaces, generator fixed at data + N(0, 1) (orange: data, green: it)", fontsize=10)
     save_figure(fig, run_dir / "fig1a_value_surfaces.png")
     fig = Figure(figsize=(11, 3.6), layout="constrained")
@@ -729,10 +731,10 @@ def plot_critics(run_dir, results, datasets):
         ax.fill_between(layer, norms.min(0).values, norms.max(0).values, alpha=0.2)
     ax.set_xlabel("critic layer (input side first)"), ax.set_ylabel("log10 ||dL/dW||"), ax.legend(fontsize=7)
     ax.set_title(f"Swiss roll, {FIG1B_LAYERS} hidden layers of {FIG1B_WIDTH}: gradient norm per layer", fontsize=9)
-    for ax, name in zip(right.subplots(2, 1), (f"clip {FIG1A_CLIP}", "gp")):
+    for ax, (name, title) in zip(right.subplots(2, 1), PANELS.items()):
         weights = next(x["weights"] for x in deep if x["constraint"].startswith(name))
         ax.hist(weights, bins=100, color="tab:blue"), ax.tick_params(labelsize=6)
-        ax.set_title(f"weights, {'weight clipping c = 0.01' if name != 'gp' else 'gradient penalty'}", fontsize=8)
+        ax.set_title(f"weights, {title}", fontsize=8)
     save_figure(fig, run_dir / "fig1b_gradient_norms.png")
 
 
@@ -852,14 +854,9 @@ def main(argv=None):
     print(f"toy2d: {', '.join(label for label, *_ in runs_of(args))} on {', '.join(args.dataset)}, seeds {args.seeds}, "
           f"{args.steps} steps, {min(args.jobs, len(jobs))} job(s) on {args.device}; run directory {run_dir}",
           flush=True)
-    if args.jobs > 1 and len(jobs) > 1:  # processes, one thread each: these small MLPs do not gain from threads
-        cost = [COST.get(m, 1) * (max(o.get("unroll_steps", args.unroll_steps), 1) if m == "unrolled" else 1)
-                for _, m, o, _, _ in jobs]
-        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {i: pool.submit(run_job, args, jobs[i]) for i in sorted(range(len(jobs)), key=lambda i: -cost[i])}
-            done = [futures[i].result() for i in range(len(jobs))]
-    else:
-        done = [run_job(args, job) for job in jobs]
+    cost = [COST.get(m, 1) * (max(o.get("unroll_steps", args.unroll_steps), 1) if m == "unrolled" else 1)
+            for _, m, o, _, _ in jobs]
+    done = run_jobs(train, args, jobs, cost)
     results, records = {}, []
     for dataset in args.dataset:
         results[dataset], rows = {}, []
@@ -894,14 +891,8 @@ def critic_study(args, run_dir, start):
     jobs = critic_jobs(args)
     print(f"toy2d: {len(jobs)} critics (Gulrajani et al. Fig. 1), {args.steps} steps each, {min(args.jobs, len(jobs))} "
           f"job(s); run directory {run_dir}", flush=True)
-    if args.jobs > 1:
-        cost = [layers * width**2 * (3 if kind == "gp" else 1) for _, (kind, _), _, layers, width in jobs]
-        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            order = sorted(range(len(jobs)), key=lambda i: -cost[i])  # the longest first
-            futures = {i: pool.submit(run_critic_job, args, jobs[i]) for i in order}
-            results = [futures[i].result() for i in range(len(jobs))]
-    else:
-        results = [run_critic_job(args, job) for job in jobs]
+    cost = [layers * width**2 * (3 if kind == "gp" else 1) for _, (kind, _), _, layers, width in jobs]
+    results = run_jobs(train_critic, args, jobs, cost)
     plot_critics(run_dir, results, args.dataset)
     records = [{k: v for k, v in r.items() if k not in ("surface", "weights")} for r in results]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
