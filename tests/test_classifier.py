@@ -96,7 +96,7 @@ def test_evaluation_during_training_needs_no_inception_weights(
     summary = gan.main(args)
     metrics = read_metrics(summary["run_dir"])
     assert not keys & set(metrics[0]) and {k + "_ema" for k in keys} <= set(metrics[1])
-    evaluated = gan.main(["--resume", str(Path(summary["run_dir"]) / "checkpoint.pt"), "--evaluate", "--no-fid"])
+    evaluated = gan.main(["--resume", str(Path(summary["run_dir"]) / "checkpoint.pt"), "--evaluate", "300", "--no-fid"])
     assert keys <= set(evaluated)
 
 
