@@ -54,7 +54,7 @@ GROUPS = {
         "lens_gan.py",
         MNIST + WIDTH + ["--loss", "lsgan"],
         {"no-lens": ["--no-lens"], "lens": ["--lens-channels", "32", "--lens-k", str(STEPS // 2)]},
-        THREE,
+        FIVE,
         "Sajjadi et al. Sec. 4.1, Fig. 4 (LSGAN)",
     ),
     "lens-gan": (
