@@ -207,7 +207,8 @@ def make_dataset(args):
     line naming the files expected and where when it is missing (a failed download leaves no folder behind)."""
     size, root, download, sets = args.image_size, args.data_root, args.download, torchvision.datasets
     resize = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
-    digits = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32
+    digits = T.Compose(([] if size == 28 else [T.Pad(2)])  # 28 -> 32 (28: MNIST's own size, unrolled's --arch metz)
+                       + ([] if size in (28, 32) else [T.Resize(size)]) + [T.PILToTensor()])
     make = {"mnist": lambda: sets.MNIST(root, True, digits, download=download),
             "fashion-mnist": lambda: sets.FashionMNIST(root, True, digits, download=download),
             "cifar10": lambda: sets.CIFAR10(root, True, resize, download=download),

@@ -570,6 +570,14 @@ def mnist_quality(model, images, reference):
 
 
 # ---- The training scripts' evaluation: a generator -> samples, PNG files and numbers
+def as_32px_digits(x):
+    """Samples in [-1, 1] at the classifier's 32 px: 28 px (MNIST's own size) padded by 2 pixels of background, as
+    the classifier's digits are; other sizes resized."""
+    if x.shape[-1] == 28:
+        return F.pad(x, (2, 2, 2, 2), value=-1.0)
+    return F.interpolate(x, size=32, mode="bilinear", antialias=True) if x.shape[-1] != 32 else x
+
+
 @torch.no_grad()
 def samples(G, n, z_dim, seed, device, batch_size=500):
     """n samples of G in [-1, 1] (G put in eval mode), batch by batch, from noise seeded by `seed` alone: the same
@@ -644,8 +652,7 @@ class Evaluator:
                                         progress=None if step else progress("evaluating"))
         if self.classifier:
             model, digits = self.classifier
-            images = torch.cat([to_uint8(F.interpolate(x, size=32, mode="bilinear", antialias=True)
-                                         if x.shape[-1] != 32 else x).cpu()
+            images = torch.cat([to_uint8(as_32px_digits(x)).cpu()
                                 for x in samples(G, self.classifier_samples, z_dim, seed, self.device)])
             scores |= stacked_mnist_modes(model, images) if digits is None else mnist_quality(model, images, digits)
         G.train(training)
@@ -711,14 +718,16 @@ def open_input(spec, args):
 
 
 def mnist_folder_metrics(folder, data_root, cache_dir, download=False):
-    """The MNIST-family metrics of a folder of 32x32 8-bit PNGs (e.g. a script's --generate N): gray images get the
-    classifier FD against the MNIST training digits and the class KL, RGB images (stacked MNIST) the modes and their
-    KL; the numbers the scripts' --evaluate N --no-fid gives for the same samples. Prints and returns them."""
+    """The MNIST-family metrics of a folder of 32x32 (or 28x28, padded as as_32px_digits) 8-bit PNGs (e.g. a
+    script's --generate N): gray images get the classifier FD against the MNIST training digits and the class KL, RGB
+    images (stacked MNIST) the modes and their KL; the numbers the scripts' --evaluate N --no-fid gives for the same
+    samples. Prints and returns them."""
     from PIL import Image
     images = torch.stack([torch.from_numpy(np.array(Image.open(f))) for f in image_files(folder)])
     images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    images = F.pad(images, (2, 2, 2, 2)) if images.shape[-2:] == (28, 28) else images  # as as_32px_digits
     if images.shape[-2:] != (32, 32) or images.shape[1] not in (1, 3):
-        raise ValueError(f"--mnist needs 32x32 gray or RGB images, {folder} has {tuple(images.shape[1:])}")
+        raise ValueError(f"--mnist needs 32x32 (or 28x28) gray or RGB images, {folder} has {tuple(images.shape[1:])}")
     model, _ = mnist_classifier(data_root, cache_dir, download=download)
     if images.shape[1] == 3:
         result = stacked_mnist_modes(model, images)

@@ -25,10 +25,17 @@ f(theta_G, theta_D^K) of (9) exactly. The real-data term of f is constant in the
 only through theta_D^K(theta_G).
 
 Defaults: DCGAN as gan.py (the paper's image experiments use DCGAN; --ndf 32 or 16 shrinks D to 1/2 or 1/4 of
-G's width as in its stacked-MNIST study), Adam lr 2e-4 betas (0.5, 0.999), batch 64, K = 5 (the authors'
-notebook; the paper's Fig. 2 uses 10). The mode-collapse benchmark is --dataset stacked-mnist (Sec. 3.3).
+G's width), Adam lr 2e-4 betas (0.5, 0.999), batch 64, K = 5 (the authors' notebook; the paper's Fig. 2 uses 10).
 
-Usage: python unrolled_gan.py --dataset stacked-mnist --loss mm --unroll-steps 5 --ndf 16
+--arch metz: the paper's own stacked-MNIST networks (Sec. 3.3, Table 2; appendix), as PacGAN re-implemented them
+(fjxmlzn/PacGAN, stacked_MNIST_experiments/unrolled_GAN_experiment/D=0.25G and D=0.5G, model.py generator() and
+discriminator(), config.py): 28x28 stacked MNIST, z 256-d N(0, I), G linear -> 4x4x64 -> 3x3 stride-2 transposed
+convs to 7x7x32, 14x14x16, 28x28x8 (BN + ReLU each) -> 3x3 conv to 3 channels, tanh; D three 3x3 stride-2 convs
+of widths 2, 4, 8 (--d-size quarter) or 4, 8, 16 (half), each BN + LeakyReLU(0.3), and a linear logit; Adam D lr
+2e-4, G lr 1e-4, betas (0.5, 0.99), batch 128 (config.py). Choices where the sources are silent or differ, and
+why: docs/unrolled_gan.md.
+
+Usage: python unrolled_gan.py --dataset stacked-mnist --arch metz --d-size quarter --unroll-steps 5
 """
 import argparse
 import copy
@@ -81,7 +88,8 @@ def parse_args(argv=None):
                    help="training data (folder: an ImageFolder tree at --data-root)")
     p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
     p.add_argument("--download", action=flag, default=True, help="download the dataset if missing")
-    p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 64, 128, 256), help="image side")
+    p.add_argument("--image-size", type=int, default=32, choices=(16, 28, 32, 64, 128, 256),
+                   help="image side (28: --arch metz only)")
     p.add_argument("--num-workers", type=whole, default=2, help="data loader processes (decoding once when in memory)")
     p.add_argument("--stream-data", action=flag, default=False,
                    help="stream batches from disk even when the data fits in memory (IN_MEMORY_LIMIT)")
@@ -115,16 +123,29 @@ def parse_args(argv=None):
     # method-specific arguments
     p.add_argument("--loss", default="gan", choices=("gan", "mm", "lsgan", "hinge"), help="GAN objective (module "
                    "docstring); the paper and the authors' notebook minimize f: mm. gan: DCGAN's non-saturating G loss")
-    p.add_argument("--ngf", type=natural, default=64, help="generator width")
+    p.add_argument("--arch", default="dcgan", choices=("dcgan", "metz"), help="dcgan: gan.py's networks at --ngf / "
+                   "--ndf; metz: the paper's stacked-MNIST networks at 28x28 (module docstring), and its z-dim, lrs, "
+                   f"betas and batch as defaults ({', '.join(f'{k} {v}' for k, v in METZ_DEFAULTS.items())})")
+    p.add_argument("--d-size", default=None, choices=tuple(METZ_D_WIDTH),
+                   help="--arch metz: D of 1/4 of G (widths 2, 4, 8; default) or 1/2 (4, 8, 16), Table 2's rows")
+    p.add_argument("--ngf", type=natural, default=64, help="generator width (--arch dcgan)")
     p.add_argument("--ndf", type=natural, default=64,
-                   help="discriminator width (32 or 16: the paper's D of 1/2 or 1/4 of G)")
+                   help="discriminator width (--arch dcgan; 32 or 16: D of 1/2 or 1/4 of G's width)")
     p.add_argument("--unroll-steps", type=whole, default=5, help="K, D's Adam steps that G looks ahead (0: the plain "
                    "GAN with simultaneous updates, not gan.py's alternating ones)")
     p.add_argument("--first-order", action=flag, default=False,
                    help="drop the second-order term of eq. (12): cheaper, an approximation")
     p.error = fail  # one error line instead of argparse's usage dump
+    if p.parse_known_args(argv)[0].arch == "metz":  # the paper's values unless given (a checkpoint's win below)
+        p.set_defaults(**METZ_DEFAULTS, d_size="quarter")
     ckpt = checkpoint_defaults(p, argv)
     args = p.parse_args(argv)
+    if args.arch == "metz" and (args.dataset, args.image_size, args.ngf, args.ndf) != ("stacked-mnist", 28, 64, 64):
+        p.error("--arch metz is the paper's stacked-MNIST networks: --dataset stacked-mnist at --image-size 28, its "
+                f"own widths (--d-size), not --dataset {args.dataset} --image-size {args.image_size} --ngf {args.ngf} "
+                f"--ndf {args.ndf}")
+    if args.arch == "dcgan" and (args.d_size or args.image_size == 28):
+        p.error("--d-size and --image-size 28 are for --arch metz (--arch dcgan: --ndf sets D's width)")
     if (args.generate or args.evaluate) and not args.resume:
         p.error(f"--{'generate' if args.generate else 'evaluate'} N needs --resume CHECKPOINT")
     if args.generate_dir and not args.generate:
@@ -185,7 +206,8 @@ def make_dataset(args):
     line naming the files expected and where when it is missing (a failed download leaves no folder behind)."""
     size, root, download, sets = args.image_size, args.data_root, args.download, torchvision.datasets
     resize = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
-    digits = T.Compose([T.Pad(2)] + ([] if size == 32 else [T.Resize(size)]) + [T.PILToTensor()])  # 28 -> 32
+    digits = T.Compose(([] if size == 28 else [T.Pad(2)])  # 28 -> 32 (28: MNIST's own size, unrolled's --arch metz)
+                       + ([] if size in (28, 32) else [T.Resize(size)]) + [T.PILToTensor()])
     make = {"mnist": lambda: sets.MNIST(root, True, digits, download=download),
             "fashion-mnist": lambda: sets.FashionMNIST(root, True, digits, download=download),
             "cifar10": lambda: sets.CIFAR10(root, True, resize, download=download),
@@ -319,6 +341,59 @@ class Discriminator(nn.Module):
             width *= 2
         layers += [nn.Conv2d(width, 1, 4, 1, 0)]
         self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+# Metz et al.'s stacked-MNIST setting (PacGAN's config.py: z_dim, gen/disc_learning_rate, beta1/2, batch_size)
+METZ_DEFAULTS = {"z_dim": 256, "lr_g": 1e-4, "lr_d": 2e-4, "beta2": 0.99, "batch_size": 128, "image_size": 28}
+METZ_D_WIDTH = {"quarter": 2, "half": 4}  # D's first width (then x2, x4): Table 2's D 1/4 and 1/2 of G
+
+
+def metz_init(m):
+    """The initialisers of DCGAN-tensorflow's ops.py, which PacGAN's model.py builds on: conv weights truncated
+    N(0, 0.02) (at 2 std, as tf.truncated_normal_initializer), transposed-conv and linear weights N(0, 0.02), biases
+    0; BN scale 1, shift 0 (tf.contrib.layers.batch_norm's)."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.trunc_normal_(m.weight, 0.0, 0.02, -0.04, 0.04)
+    elif isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)):
+        nn.init.zeros_(m.bias)
+
+
+class MetzGenerator(nn.Module):
+    """Metz et al.'s stacked-MNIST generator (PacGAN model.py generator()): z -> linear 4x4x64 -> 3x3 stride-2
+    transposed convs to 7x7x32, 14x14x16, 28x28x8, BN + ReLU after each of these four -> 3x3 conv to 3 channels,
+    tanh. Transposed convs pad 1 (and add 1 on the far side to reach 14 and 28) where TensorFlow's SAME pads."""
+
+    def __init__(self, z_dim, channels=3):
+        super().__init__()
+        self.project = nn.Linear(z_dim, 64 * 4 * 4)
+        layers = [nn.BatchNorm2d(64), nn.ReLU(True)]
+        for c_in, c_out, extra in ((64, 32, 0), (32, 16, 1), (16, 8, 1)):  # 4 -> 7 -> 14 -> 28
+            layers += [nn.ConvTranspose2d(c_in, c_out, 3, 2, 1, output_padding=extra), nn.BatchNorm2d(c_out),
+                       nn.ReLU(True)]
+        self.net = nn.Sequential(*layers, nn.Conv2d(8, channels, 3, 1, 1), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(self.project(z).view(len(z), 64, 4, 4))
+
+
+class MetzDiscriminator(nn.Module):
+    """Metz et al.'s stacked-MNIST discriminator (PacGAN model.py discriminator()): three 3x3 stride-2 convs of
+    widths w, 2w, 4w (28 -> 14 -> 7 -> 4), each BN (the first too) + LeakyReLU(0.3), then a linear logit."""
+
+    def __init__(self, channels=3, width=2):
+        super().__init__()
+        layers, c_in = [], channels
+        for c_out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.3, True)]
+            c_in = c_out
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(4 * width * 4 * 4, 1))
 
     def forward(self, x):
         return self.net(x).flatten()
@@ -622,11 +697,17 @@ def main(argv=None):
     channels = image_at(dataset, 0, args).shape[0]
 
     # ALGO LOGIC: networks and optimizers (G first, then D: the same seed gives the same initial weights)
-    batch_norm = args.loss != "lsgan"  # the lens paper trains LSGAN without BN (Sec. 2.4)
-    G = Generator(args.z_dim, channels, args.image_size, args.ngf, batch_norm).to(device)
-    D = Discriminator(channels, args.image_size, args.ndf, batch_norm).to(device)
-    G.apply(dcgan_init)
-    D.apply(dcgan_init)
+    if args.arch == "metz":  # the paper's stacked-MNIST networks
+        G = MetzGenerator(args.z_dim, channels).to(device)
+        D = MetzDiscriminator(channels, METZ_D_WIDTH[args.d_size]).to(device)
+        init = metz_init
+    else:
+        batch_norm = args.loss != "lsgan"  # the lens paper trains LSGAN without BN (Sec. 2.4)
+        G = Generator(args.z_dim, channels, args.image_size, args.ngf, batch_norm).to(device)
+        D = Discriminator(channels, args.image_size, args.ndf, batch_norm).to(device)
+        init = dcgan_init
+    G.apply(init)
+    D.apply(init)
     models = {"G": G, "D": D}
     optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
                   "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}

@@ -8,7 +8,11 @@ Every variant trains its own copy of the same G and D; the variants are interlea
 load of a shared machine hits them alike, and the median over the repeats is reported. Absolute numbers depend on
 the machine: compare the ratios.
 
+--arch metz times the paper's stacked-MNIST networks (batch 128, 28x28, z 256, --d-size); --profile then lists
+where a K = 5 iteration's time goes (torch.profiler, by operator).
+
 Usage: python benchmarks/bench_unrolled_gan.py --threads 2 --repeats 5
+       python benchmarks/bench_unrolled_gan.py --arch metz --threads 1 --ks 0 5 10 --repeats 20 --profile
 """
 
 import argparse
@@ -39,6 +43,11 @@ def parse_args():
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--z-dim", type=int, default=100)
     p.add_argument("--loss", default="gan", choices=("gan", "mm", "lsgan", "hinge"))
+    p.add_argument("--arch", default="dcgan", choices=("dcgan", "metz"), help="metz: Metz et al.'s networks")
+    p.add_argument("--d-size", default="quarter", choices=tuple(ug.METZ_D_WIDTH), help="--arch metz: D's size")
+    p.add_argument("--profile", action="store_true", help="where a K = 5 iteration's time goes, by operator")
+    if p.parse_known_args()[0].arch == "metz":
+        p.set_defaults(batch_size=128, image_size=28, z_dim=256)
     return p.parse_args()
 
 
@@ -66,10 +75,14 @@ def main():
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    batch_norm = args.loss != "lsgan"
-    G = ug.Generator(args.z_dim, args.channels, args.image_size, args.ngf, batch_norm).to(device)
-    D = ug.Discriminator(args.channels, args.image_size, args.ndf, batch_norm).to(device)
-    G.apply(ug.dcgan_init), D.apply(ug.dcgan_init)
+    if args.arch == "metz":
+        G = ug.MetzGenerator(args.z_dim, args.channels).to(device).apply(ug.metz_init)
+        D = ug.MetzDiscriminator(args.channels, ug.METZ_D_WIDTH[args.d_size]).to(device).apply(ug.metz_init)
+    else:
+        batch_norm = args.loss != "lsgan"
+        G = ug.Generator(args.z_dim, args.channels, args.image_size, args.ngf, batch_norm).to(device)
+        D = ug.Discriminator(args.channels, args.image_size, args.ndf, batch_norm).to(device)
+        G.apply(ug.dcgan_init), D.apply(ug.dcgan_init)
     real = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device) * 2 - 1
 
     variants = {"d_step": None} | {(K, first_order): None for K in args.ks for first_order in (False, True)}
@@ -96,10 +109,11 @@ def main():
     ms = {name: statistics.median(t) for name, t in times.items()}
 
     unit = ms["d_step"]
+    nets = f"metz, D {args.d_size}" if args.arch == "metz" else f"ngf {args.ngf}, ndf {args.ndf}"
     print(
         f"device {device}, threads {args.threads}, batch {args.batch_size}, "
-        f"{args.channels}x{args.image_size}x{args.image_size}, "
-        f"ngf {args.ngf}, ndf {args.ndf}, loss {args.loss}; median of {args.repeats}; "
+        f"{args.channels}x{args.image_size}x{args.image_size}, {nets}, z {args.z_dim}, "
+        f"loss {args.loss}; median of {args.repeats}; "
         f"one plain D step = {unit:.1f} ms\n"
     )
     print(
@@ -114,6 +128,21 @@ def main():
             extra = f"{(t - ms[(0, first_order)]) / K / unit:.2f}" if K and 0 in args.ks else "-"
             cells += [f"{t:.1f}", f"{t / unit:.1f}", extra]
         print(f"| {K} | " + " | ".join(cells) + " |")
+    if args.profile:
+        g, d = copy.deepcopy(G), copy.deepcopy(D)
+        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (g, d))
+        iteration(g, d, opt_g, opt_d, real, args, 5, False)  # warm-up
+        with torch.profiler.profile() as prof:
+            for _ in range(args.repeats):
+                iteration(g, d, opt_g, opt_d, real, args, 5, False)
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        print(f"\nK = 5, {args.repeats} iterations: share of self CPU time by operator (top 8)\n")
+        print("| operator | calls / iteration | ms / iteration | share |\n|---|---|---|---|")
+        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]:
+            print(
+                f"| {e.key} | {e.count / args.repeats:.0f} | {e.self_cpu_time_total / 1000 / args.repeats:.1f} "
+                f"| {100 * e.self_cpu_time_total / total:.0f} % |"
+            )
 
 
 if __name__ == "__main__":

@@ -637,7 +637,7 @@ def test_resolved_modes_counts_peaks_of_the_value_surface():
     means = toy2d.mixture_means("ring8")
 
     def bumps(x):  # a peak on each mode
-        return torch.exp(-torch.cdist(x, means).min(1).values ** 2 / 0.01)
+        return torch.exp(-(torch.cdist(x, means).min(1).values ** 2) / 0.01)
 
     assert toy2d.resolved_modes(bumps, means, ring=True) == 8
     assert toy2d.resolved_modes(lambda x: -(x.norm(dim=1) - 1).abs(), means, ring=True) == 0  # a ring-shaped ridge

@@ -3,6 +3,7 @@
 leaving no trace on D, and the script end to end."""
 
 import copy
+import json
 import math
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 from torch.func import functional_call
 
 import unrolled_gan as ug
@@ -253,8 +255,10 @@ def test_parse_args_defaults():
 
 def test_import_has_no_side_effects_and_bad_input_is_one_line(tmp_path):
     """Importing (and refusing a bad flag) writes nothing; the error is one line and exit code 2, no traceback."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import unrolled_gan; "
-            "unrolled_gan.main(['--unroll-steps', '-2'])")
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); import unrolled_gan; "
+        "unrolled_gan.main(['--unroll-steps', '-2'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert (
         out.returncode == 2
@@ -384,3 +388,153 @@ def test_adam_state_refuses_what_adam_step_does_not_implement(make, what):
     params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]
     with pytest.raises(ValueError, match=what.replace("(", r"\(").replace(")", r"\)")):
         ug.adam_state(make(params), dict(zip("ab", params)))
+
+
+# ------------------------------------------------------------------------------ --arch metz (Table 2's networks)
+METZ = ["--arch", "metz", "--dataset", "stacked-mnist", "--num-workers", "0", "--log-every", "1"]
+
+
+def test_metz_networks_shapes_and_parameter_counts():
+    """Hand-counted from PacGAN's model.py (weights + biases, BN scale + shift):
+    G: linear 256*1024 + 1024 = 263,168; BN 64: 128; deconv 64->32 3x3: 64*32*9 + 32 = 18,464; BN 32: 64;
+    deconv 32->16: 4,624; BN 16: 32; deconv 16->8: 1,160; BN 8: 16; conv 8->3: 8*3*9 + 3 = 219; total 287,875.
+    D 1/4 (2, 4, 8): conv 3*2*9 + 2 = 56, BN 4, 2*4*9 + 4 = 76, BN 8, 4*8*9 + 8 = 296, BN 16, linear 128 + 1 = 129:
+    585. D 1/2 (4, 8, 16): 112 + 8 + 296 + 16 + 1,168 + 32 + 257 = 1,889."""
+
+    def count(net):
+        return sum(p.numel() for p in net.parameters())
+
+    G = ug.MetzGenerator(256)
+    assert count(G) == 287_875
+    assert (
+        count(ug.MetzDiscriminator(3, ug.METZ_D_WIDTH["quarter"])),
+        count(ug.MetzDiscriminator(3, ug.METZ_D_WIDTH["half"])),
+    ) == (585, 1_889)
+    shapes, h = [], G.project(torch.randn(5, 256)).view(5, 64, 4, 4)
+    for layer in G.net:
+        h = layer(h)
+        if isinstance(layer, nn.ReLU):
+            shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(64, 4, 4), (32, 7, 7), (16, 14, 14), (8, 28, 28)] and h.shape == (5, 3, 28, 28)
+    assert h.abs().max() <= 1  # tanh
+    D, shapes, x = ug.MetzDiscriminator(3, 2), [], h.detach()
+    for layer in D.net:
+        x = layer(x)
+        if isinstance(layer, nn.LeakyReLU):
+            shapes.append(tuple(x.shape[1:]))
+            assert layer.negative_slope == 0.3
+    assert shapes == [(2, 14, 14), (4, 7, 7), (8, 4, 4)] and x.shape == (5, 1) and D(h).shape == (5,)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in D.modules()) == 3  # BN on the first layer too
+
+
+def test_metz_init_is_dcgan_tensorflow_ops():
+    torch.manual_seed(0)
+    G, D = ug.MetzGenerator(256), ug.MetzDiscriminator(3, 4)
+    G.apply(ug.metz_init), D.apply(ug.metz_init)
+    assert abs(G.project.weight.std().item() - 0.02) < 2e-4 and G.project.weight.abs().max() > 0.06  # not truncated
+    convs = [m.weight for m in (*G.modules(), *D.modules()) if type(m) is nn.Conv2d]
+    assert len(convs) == 4 and all(w.abs().max() <= 0.04 for w in convs)  # truncated at 2 std
+    norms = [m for m in (*G.modules(), *D.modules()) if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    biases = [m.bias for m in (*G.modules(), *D.modules()) if getattr(m, "bias", None) is not None]
+    assert len(biases) == 16 and all(not b.any() for b in biases)  # G 5 layers + 4 BN, D 4 layers + 3 BN
+
+
+def test_metz_defaults_are_the_papers_and_explicit_flags_win():
+    args = ug.parse_args(["--arch", "metz", "--dataset", "stacked-mnist"])[0]
+    assert (args.z_dim, args.lr_d, args.lr_g, args.beta1, args.beta2, args.batch_size, args.image_size) == (
+        256,
+        2e-4,
+        1e-4,
+        0.5,
+        0.99,
+        128,
+        28,
+    )
+    assert (args.d_size, args.unroll_steps, args.loss) == ("quarter", 5, "gan")
+    args = ug.parse_args(["--arch", "metz", "--dataset", "stacked-mnist", "--batch-size", "64", "--d-size", "half"])[0]
+    assert (args.batch_size, args.d_size, args.z_dim) == (64, "half", 256)
+    assert (ug.parse_args([])[0].arch, ug.parse_args([])[0].d_size) == ("dcgan", None)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--arch", "metz"], ["--arch metz", "--dataset cifar10"]),
+        (["--arch", "metz", "--dataset", "stacked-mnist", "--ndf", "16"], ["--ndf 16", "--d-size"]),
+        (["--arch", "metz", "--dataset", "stacked-mnist", "--image-size", "32"], ["--image-size 32"]),
+        (["--dataset", "stacked-mnist", "--d-size", "half"], ["--d-size", "--arch metz"]),
+        (["--dataset", "stacked-mnist", "--image-size", "28"], ["--image-size 28", "--arch metz"]),
+        (["--arch", "metz", "--d-size", "third"], ["--d-size", "third"]),
+    ],
+)
+def test_metz_bad_arguments(args, expected, capsys):
+    check_bad_input(ug.main, args, capsys, *expected)
+
+
+def test_28px_mnist_is_the_digits_themselves_and_is_scored_padded_like_them(data_root):
+    """At --image-size 28 the data are MNIST's own uint8 digits (no pad, no resize); the classifier sees 28 px samples
+    padded by 2 pixels of background to 32, exactly as its training digits (so real 28 px digits score as they do)."""
+    import torchvision
+
+    import fid
+
+    args = ug.parse_args(METZ + ["--data-root", data_root, "--no-download"])[0]
+    dataset = ug.make_dataset(args)
+    mnist = torchvision.datasets.MNIST(data_root, train=True)
+    i, j = 7, dataset.triples[7].tolist()
+    assert torch.equal(dataset[i][0], mnist.data[j])
+    padded = fid.mnist_digits(data_root, True)[0]
+    x = ug.to_model_range(mnist.data[:50, None])  # [-1, 1], 28 px
+    assert torch.equal(fid.to_uint8(fid.as_32px_digits(x)), padded[:50])
+
+
+def test_metz_end_to_end_with_modes_and_exact_resume(data_root, tmp_path):
+    """A few steps of the paper's networks on 28 px stacked MNIST: metrics, the modes of the classifier, a 28 px
+    sample grid, a checkpoint; a run resumed without repeating --arch metz (its flags come from the checkpoint)
+    continues exactly."""
+    args = METZ + [
+        "--data-root",
+        data_root,
+        "--no-download",
+        "--batch-size",
+        "16",
+        "--unroll-steps",
+        "2",
+        "--sample-every",
+        "2",
+        "--checkpoint-every",
+        "0",
+        "--eval-every",
+        "4",
+        "--no-fid",
+        "--classifier-samples",
+        "64",
+    ]
+    full = ug.main(args + ["--total-steps", "4", "--out-dir", str(tmp_path / "full")])
+    run_dir, ckpt = check_run_dir(full, 4, [2, 4])
+    saved = json.loads((run_dir / "args.json").read_text())
+    assert (saved["arch"], saved["d_size"], saved["z_dim"], saved["image_size"]) == ("metz", "quarter", 256, 28)
+    metrics = read_metrics(run_dir)
+    assert 1 <= metrics[-1]["modes"] <= 64 and metrics[-1]["modes_kl"] > 0
+    assert ckpt["G"]["project.weight"].shape == (1024, 256) and ckpt["D"]["net.10.weight"].shape == (1, 128)
+    grid = Image.open(run_dir / "samples" / "step_0000004.png")
+    assert grid.size == (8 * 28 + 9 * 2,) * 2  # the fixed 64 samples, 8 per row, 2 px apart
+    ug.main(args + ["--total-steps", "2", "--out-dir", str(tmp_path / "split")])
+    resumed = ug.main(
+        [
+            "--resume",
+            "auto",
+            "--dataset",
+            "stacked-mnist",
+            "--out-dir",
+            str(tmp_path / "split"),
+            "--total-steps",
+            "4",
+            "--data-root",
+            data_root,
+        ]
+    )
+    drop = ("sps", "unroll_ms", "modes", "modes_kl")  # the 2-step part is evaluated at its own last step too
+    assert read_metrics(full["run_dir"], drop) == read_metrics(resumed["run_dir"], drop)
+    assert read_metrics(full["run_dir"])[-1]["modes_kl"] == read_metrics(resumed["run_dir"])[-1]["modes_kl"]
