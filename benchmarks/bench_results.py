@@ -91,6 +91,7 @@ STEPS_OF = {"aw": 500, "references-wgan-gp": 500}
 METRICS = {"mnist": (("classifier_fd", min), ("class_kl", min)), "stacked-mnist": (("modes", max), ("modes_kl", min))}
 KEPT = ROOT / "docs" / "results" / "runs"  # <group>/<arm>/<seed>/{args.json, metrics.jsonl, summary.json, bench.json}
 KEEP = ("args.json", "metrics.jsonl", "summary.json")
+FLOOR = KEPT / "floor.json"  # what real digits and noise score with the classifier of the kept runs (written by main)
 
 
 def runs(groups):
@@ -200,23 +201,20 @@ def main():
         "--keep-from", default=None, help="no training: copy the finished runs of this runs folder into the kept runs"
     )
     args = p.parse_args()
+    if args.report:  # from the kept files alone: no data, no classifier
+        return report(KEPT, args.only)
     # the MNIST classifier (trained here, for runs and report alike) with 2 threads, as for every kept run: its
     # weights depend on the thread count (the order of the reductions)
     torch.set_num_threads(2)
     out = Path(args.out_dir)
-    if args.report:
-        print(
-            "MNIST classifier floor (10,000 images against the training digits' statistics)\n\n"
-            "| images | classifier_fd | class_kl |\n|---|---|---|"
-        )
-        floor(out, args.data_root)
-        return report(KEPT, args.only)
     if args.keep_from:
         return print(f"{keep(Path(args.keep_from), KEPT, args.only)} finished runs kept in {KEPT}")
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.time()  # the classifier is trained once here (about a minute on 2 cores), not by two runs at once
-    _, accuracy = fid.mnist_classifier(args.data_root, out / "fid_stats", download=args.data_root == "data")
+    model, accuracy = fid.mnist_classifier(args.data_root, out / "fid_stats", download=args.data_root == "data")
     print(f"MNIST classifier ready ({100 * accuracy:.2f} % test accuracy, {time.time() - start:.0f} s)", flush=True)
+    FLOOR.parent.mkdir(parents=True, exist_ok=True)
+    FLOOR.write_text(json.dumps(floor(model, args.data_root) | {"test_accuracy": accuracy}, indent=1) + "\n")
     todo = [r for r in runs(args.only) if args.seeds is None or r[2] in args.seeds]
     todo = sorted(todo, key=lambda r: (r[2], -cost(r)))  # seed by seed (pairs complete early), longest first
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -289,6 +287,8 @@ def collect(root, groups):
         entry = found.setdefault(dataset, {}).setdefault(
             (group, arm), {"seeds": [], "evals": [], "wall": [], "grid": None}
         )
+        if not (run / "metrics.jsonl").is_file():
+            fail(f"kept run {run} has no metrics.jsonl (keep args.json, metrics.jsonl, summary.json, bench.json)")
         entry["seeds"].append(seed)
         entry["evals"].append(evaluations(run))
         bench = run / "bench.json"
@@ -334,33 +334,50 @@ def verdict(baseline, method, higher_is_better):
     }
 
 
-def floor(out, data_root):
+def floor(model, data_root):
     """What real digits score: the official test digits against the training digits' statistics (as a run's samples
-    are), both 10,000; and, for scale, uniform noise."""
-    import torch
-
-    model, _ = fid.mnist_classifier(data_root, out / "fid_stats", download=False)
+    are), both 10,000; and, for scale, uniform noise. {images: {metric: value}}, kept as FLOOR beside the runs."""
     train = fid.mnist_digits(data_root, True)[0]
     reference = fid.statistics(fid.classify(model, train)[0])
     test = fid.mnist_digits(data_root, False)[0]
     noise = torch.randint(0, 256, test.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    for name, images in (("test digits", test[:10_000]), ("uniform noise", noise)):
-        print(
-            f"| {name} | " + " | ".join(f"{v:.4f}" for v in fid.mnist_quality(model, images, reference).values()) + " |"
-        )
+    return {
+        name: fid.mnist_quality(model, images, reference)
+        for name, images in (("test digits", test[:10_000]), ("uniform noise", noise))
+    }
+
+
+def fail(message):
+    """One error line and exit 2, never a traceback."""
+    print(f"bench_results.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def report(root, groups, figures=ROOT / "docs" / "figures"):
-    """From the kept runs under root alone: markdown tables on stdout (per arm: final and best of each metric, mean ±
-    std over seeds, minutes per run; per pair: the verdict on the first metric at the last evaluation and the per-seed
-    values); figures of the metrics over training (paired arms in one panel) and of one sample grid per arm (seed 1)."""
+    """From the kept files under root alone (no data, no classifier): the classifier floor (root/floor.json), markdown
+    tables on stdout (per arm: final and best of each metric, mean ± std over seeds, minutes per run; per pair: the
+    verdict on the first metric at the last evaluation and the per-seed values); figures of the metrics over training
+    (paired arms in one panel) and of one sample grid per arm (seed 1). A missing file: one line, exit 2."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image, ImageDraw
 
-    for dataset, arms in collect(root, groups).items():
+    path = Path(root) / FLOOR.name
+    if not path.is_file():
+        fail(f"no classifier floor at {path}: a training run of this script writes it (MNIST at --data-root)")
+    rows = json.loads(path.read_text())
+    print(
+        "MNIST classifier floor (10,000 images against the training digits' statistics)\n\n"
+        "| images | classifier_fd | class_kl |\n|---|---|---|"
+    )
+    for name in ("test digits", "uniform noise"):
+        print(f"| {name} | {rows[name]['classifier_fd']:.4f} | {rows[name]['class_kl']:.4f} |")
+    found = collect(root, groups)
+    if not found:
+        fail(f"no finished runs of {', '.join(groups)} kept under {root}")
+    for dataset, arms in found.items():
         names = METRICS[dataset]
         print(f"\n### {dataset}\n")
         print("| group | arm | seeds | " + " | ".join(f"{m} final | {m} best" for m, _ in names) + " | min / run |")

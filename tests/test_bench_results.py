@@ -61,8 +61,14 @@ def test_report_from_kept_files_alone(tmp_path, capsys):
     assert not (kept / "unrolled" / "K0" / "2" / "samples.png").exists()
     (kept / "unrolled" / "K0" / "1" / "bench.json").write_text(json.dumps({"wall_s": 60}))
     (kept / "unrolled" / "K0" / "2" / "bench.json").write_text(json.dumps({"wall_s": 180}))
+    floor = {
+        "test digits": {"classifier_fd": 6.64531, "class_kl": 0.00173},
+        "uniform noise": {"classifier_fd": 2133.27, "class_kl": 2.02623},
+    }
+    (kept / "floor.json").write_text(json.dumps(floor))  # written when runs are trained; no data or classifier here
     bench_results.report(kept, ["unrolled"], figures)  # the runs folder is not read
     table = capsys.readouterr().out
+    assert "| test digits | 6.6453 | 0.0017 |\n| uniform noise | 2133.2700 | 2.0262 |" in table
     # K0: final 200, 600 -> 400 +- 282.8 (n - 1); best (max modes) 300, 600 -> 450 +- 212.1;
     # KL final 2.5, 0.5 -> 1.50 +- 1.41; best (min) 2.0, 0.5 -> 1.25 +- 1.06; wall 60 s, 180 s -> 2.0 min
     assert "| unrolled | K0 | 2 | 400 ± 283 | 450 ± 212 | 1.50 ± 1.41 | 1.25 ± 1.06 | 2.0 |" in table
@@ -110,3 +116,46 @@ def test_kept_runs_are_skipped_interrupted_ones_resumed_finished_ones_kept(tmp_p
     bench = json.loads((tmp_path / "kept" / "unrolled" / "K5" / "4" / "bench.json").read_text())
     assert bench["command"].startswith("python unrolled_gan.py --dataset stacked-mnist") and bench["resumed"] is False
     assert bench_results.kept("unrolled", "K5", 4, tmp_path / "kept") is not None
+
+
+def test_report_without_a_needed_file_is_one_line_and_exit_2(tmp_path, capsys):
+    """A fresh clone without the floor file, with no kept runs, or with a kept run missing its metrics: one error line
+    naming what and where, exit 2, no traceback."""
+    kept = tmp_path / "kept"
+    fake_run(tmp_path / "runs", "unrolled-K0", 1, [100], [3.0])
+    bench_results.keep(tmp_path / "runs", kept, ["unrolled"])
+    cases = [(lambda: None, "no classifier floor at", "floor.json")]
+    cases.append(
+        (
+            lambda: (kept / "floor.json").write_text(
+                json.dumps({n: {"classifier_fd": 1, "class_kl": 0} for n in ("test digits", "uniform noise")})
+            ),
+            "no finished runs of references kept under",
+            str(kept),
+        )
+    )
+    cases.append((lambda: (kept / "unrolled" / "K0" / "1" / "metrics.jsonl").unlink(), "has no metrics.jsonl", "K0"))
+    for prepare, *expected in cases:
+        prepare()
+        with pytest.raises(SystemExit) as exc:
+            bench_results.report(kept, ["references"] if "no finished" in expected[0] else ["unrolled"], tmp_path)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("bench_results.py: error: ")
+        assert all(word in err[0] for word in expected), err[0]
+
+
+def test_report_runs_in_a_fresh_clone_without_data(tmp_path):
+    """The committed kept runs alone rebuild the report: a subprocess with no MNIST anywhere near (HOME and the
+    working folder elsewhere, the default --data-root absent) prints the floor and the verdict tables."""
+    if not (bench_results.KEPT / "floor.json").is_file():
+        pytest.skip("no kept runs in this checkout")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench_results as b; "
+        f"b.report(b.KEPT, ['unrolled', 'reg'], __import__('pathlib').Path({str(figures)!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| test digits | 6.6453 | 0.0017 |" in out.stdout and "| reg | gamma0.4 vs gamma0 | 5 of 5 |" in out.stdout
+    assert (figures / "results_mnist.png").is_file() and (figures / "results_stacked-mnist.png").is_file()
