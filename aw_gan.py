@@ -65,58 +65,18 @@ except ImportError:  # tensorboard is optional: metrics.jsonl has everything
     SummaryWriter = None
 
 
-def parse_args(argv=None):
-    """The flags, checked, and with --resume the checkpoint, whose flags are the defaults."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    flag, natural, whole = argparse.BooleanOptionalAction, number(int, 0, strict=True), number(int, 0)
-    p.add_argument("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the experiment")
-    p.add_argument("--torch-deterministic", action=flag, default=True,
-                   help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
-    p.add_argument("--track", action=flag, default=False, help="log to Weights & Biases")
-    p.add_argument("--wandb-project-name", default="cleangan", help="wandb project")
-    p.add_argument("--wandb-entity", default=None, help="wandb entity (team)")
-    p.add_argument("--out-dir", default="runs", help="parent folder of the run directories")
-    p.add_argument("--resume", default=None,
-                   help="checkpoint.pt to continue from; auto: the newest run of the same dataset/exp-name/seed")
-    p.add_argument("--dataset", default="cifar10", choices=tuple(DATA_FILES),
-                   help="training data (folder: an ImageFolder tree at --data-root)")
-    p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
-    p.add_argument("--download", action=flag, default=True, help="download the dataset if missing")
-    p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 64, 128, 256), help="image side")
-    p.add_argument("--num-workers", type=whole, default=2, help="data loader processes (decoding once when in memory)")
-    p.add_argument("--stream-data", action=flag, default=False,
-                   help="stream batches from disk even when the data fits in memory (IN_MEMORY_LIMIT)")
-    p.add_argument("--total-steps", type=natural, default=50_000, help="generator updates")
-    p.add_argument("--batch-size", type=natural, default=64, help="D's batch (the G step's is --g-batch-size)")
-    p.add_argument("--lr-g", type=number(float, 0, strict=True), default=2e-4, help="generator learning rate")
-    p.add_argument("--lr-d", type=number(float, 0, strict=True), default=2e-4, help="discriminator learning rate")
-    p.add_argument("--beta1", type=number(float, 0, 1), default=0.0, help="Adam beta1")
-    p.add_argument("--beta2", type=number(float, 0, 1), default=0.9, help="Adam beta2")
-    p.add_argument("--n-critic", type=natural, default=5, help="discriminator updates per generator update")
-    p.add_argument("--z-dim", type=natural, default=128, help="latent dimension")
-    p.add_argument("--log-every", type=natural, default=100, help="steps between metrics lines")
-    p.add_argument("--sample-every", type=whole, default=1000, help="steps between sample grids (0: at the end)")
-    p.add_argument("--eval-every", type=whole, default=0, help="steps between evaluations (0 = none)")
-    p.add_argument("--fid-samples", type=natural, default=10_000, help="generated (and reference) images per FID")
-    p.add_argument("--fid-weights", default=None,
-                   help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub)")
-    p.add_argument("--fid", action=flag, default=True, help="FID and IS at --eval-every / --evaluate (need the "
-                   "Inception weights); --no-fid: the classifier metrics only (mnist family)")
-    p.add_argument("--classifier-samples", type=natural, default=26_000,
-                   help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
-    p.add_argument("--checkpoint-every", type=whole, default=1000,
-                   help="steps between checkpoints (0: only the one always written at the end)")
-    p.add_argument("--ema-decay", type=number(float, 0, 1), default=0.999,
-                   help="EMA of G's weights, for samples and FID (0 = off; 0.999: sngan.pytorch's functions.py)")
-    p.add_argument("--generate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
-                   help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
-    p.add_argument("--generate-dir", default=None, help="new folder for --generate (default: in the run directory)")
-    p.add_argument("--evaluate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
-                   help="with --resume, no training: FID and IS of N samples (default 50,000) against N real images")
-    # method-specific arguments
+# ====================================================================================== the method: its flags
+# the method's own defaults, help or choices of the skeleton's shared flags ({dest: {...}}, applied in parse_args)
+SHARED_FLAG_CHANGES = {"total_steps": {"default": 50_000},
+                       "batch_size": {"help": "D's batch (the G step's is --g-batch-size)"},
+                       "beta1": {"default": 0.0}, "beta2": {"default": 0.9}, "n_critic": {"default": 5},
+                       "z_dim": {"default": 128},
+                       "ema_decay": {"default": 0.999, "help": "EMA of G's weights, for samples and FID (0 = off; "
+                                                               "0.999: sngan.pytorch's functions.py)"}}
+
+
+def add_method_flags(p, argv):
+    """The method's own flags, after the shared ones (parse_args, in the skeleton)."""
     p.add_argument("--loss", default="hinge", choices=("hinge", "gan"),
                    help="base loss, a sum of a real and a fake part (module docstring)")
     p.add_argument("--arch", default="resnet", choices=("resnet", "cnn"), help="resnet: SN-GAN's ResNets; cnn: "
@@ -133,18 +93,10 @@ def parse_args(argv=None):
     p.add_argument("--alpha2", type=number(float, 0), default=0.75, help="favour the fake loss once s_r > alpha2")
     p.add_argument("--delta", type=number(float, 0), default=0.05, help="favour the real loss while s_r < s_f - delta")
     p.add_argument("--eps", type=number(float, 0), default=0.05, help="added to both weights")
-    p.error = fail  # one error line instead of argparse's usage dump
-    ckpt = checkpoint_defaults(p, argv)
-    args = p.parse_args(argv)
-    if (args.generate or args.evaluate) and not args.resume:
-        p.error(f"--{'generate' if args.generate else 'evaluate'} N needs --resume CHECKPOINT")
-    if args.generate_dir and not args.generate:
-        p.error("--generate-dir is only used with --generate N")
-    if (args.eval_every or args.evaluate) and not args.fid and args.dataset not in ("mnist", "stacked-mnist"):
-        p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (classifier metrics: mnist, stacked-mnist)")
-    if args.track and not importlib.util.find_spec("wandb"):
-        p.error("--track needs wandb: pip install wandb")
-    # method-specific checks
+
+
+def check_method_flags(p, args):
+    """The method's own checks of its flags, before a resume is checked."""
     widths = {"resnet": (256, 128), "cnn": (64, 64)}[args.arch]  # sngan.pytorch gf_dim, df_dim; SN-GAN Table 3
     args.ngf = widths[0] if args.ngf is None else args.ngf
     args.ndf = widths[1] if args.ndf is None else args.ndf
@@ -155,144 +107,6 @@ def parse_args(argv=None):
         p.error(f"{', '.join('--' + k for k in ignored)} would be ignored: --no-aw trains the unweighted loss")
     if not 0 <= args.alpha1 < args.alpha2 <= 1:
         p.error(f"need 0 <= --alpha1 < --alpha2 <= 1 (thresholds on a probability), got {args.alpha1}, {args.alpha2}")
-    check_resume(args, ckpt)
-    return args, ckpt
-
-
-def fail(message, code=2):
-    """One clear error line and a non-zero exit, never a traceback (2 = bad input, as argparse)."""
-    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-def number(cast, low, high=math.inf, strict=False):
-    """An argparse type: a finite number (int or float) in [low, high), or in (low, high) when strict."""
-    def parse(text):
-        value = cast(text)
-        if not (math.isfinite(value) and (low < value if strict else low <= value) and value < high):
-            bound = (f"in {'(' if strict else '['}{low}, {high})" if high < math.inf
-                     else f"{'>' if strict else '>='} {low}")
-            raise argparse.ArgumentTypeError(f"must be {'a finite number ' * (cast is float)}{bound}, got {text}")
-        return value
-    parse.__name__ = cast.__name__  # argparse's "invalid int value"
-    return parse
-
-
-# ---------------------------------------------------------------------------------------------------- data
-class StackedMNIST(torch.utils.data.Dataset):
-    """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3, lens paper
-    Sec. 4.1.2), the digit triples drawn once from the seed."""
-
-    def __init__(self, mnist, seed):
-        self.mnist = mnist
-        self.triples = torch.randint(len(mnist), (len(mnist), 3), generator=torch.Generator().manual_seed(seed))
-
-    def __len__(self):
-        return len(self.triples)
-
-    def __getitem__(self, i):
-        digits = [self.mnist[j] for j in self.triples[i].tolist()]
-        return torch.cat([image for image, _ in digits]), 100 * digits[0][1] + 10 * digits[1][1] + digits[2][1]
-
-
-# the datasets, and what each needs under --data-root (torchvision's layout), named when it is missing
-DATA_FILES = {"mnist": "MNIST/raw/train-images-idx3-ubyte", "fashion-mnist": "FashionMNIST/raw/train-images-idx3-ubyte",
-              "cifar10": "cifar-10-batches-py/data_batch_1", "cifar100": "cifar-100-python/train",
-              "stl10": "stl10_binary/unlabeled_X.bin", "celeba": "celeba/img_align_celeba/",
-              "stacked-mnist": "MNIST/raw/train-images-idx3-ubyte", "folder": "<class>/<image>"}
-
-
-def make_dataset(args):
-    """The training set as uint8 images (C, S, S) (`to_model_range` makes them [-1, 1] on the device); one error
-    line naming the files expected and where when it is missing (a failed download leaves no folder behind)."""
-    size, root, download, sets = args.image_size, args.data_root, args.download, torchvision.datasets
-    resize = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
-    digits = T.Compose(([] if size == 28 else [T.Pad(2)])  # 28 -> 32 (28: MNIST's own size, unrolled's --arch metz)
-                       + ([] if size in (28, 32) else [T.Resize(size)]) + [T.PILToTensor()])
-    make = {"mnist": lambda: sets.MNIST(root, True, digits, download=download),
-            "fashion-mnist": lambda: sets.FashionMNIST(root, True, digits, download=download),
-            "cifar10": lambda: sets.CIFAR10(root, True, resize, download=download),
-            "cifar100": lambda: sets.CIFAR100(root, True, resize, download=download),
-            "stl10": lambda: sets.STL10(root, "train+unlabeled", transform=resize, download=download),
-            "celeba": lambda: sets.CelebA(root, "train", transform=T.Compose([T.CenterCrop(108), resize]),
-                                          download=download),  # crop 108, DCGAN-tensorflow's convention
-            "stacked-mnist": lambda: StackedMNIST(sets.MNIST(root, True, digits, download=download), args.seed),
-            "folder": lambda: sets.ImageFolder(root, T.Compose([lambda image: image.convert("RGB"), resize]))}
-    parts = Path(DATA_FILES[args.dataset]).parts
-    made = [d for d in (Path(root, *parts[:i]) for i in range(len(parts) - 1, -1, -1)) if not d.exists()]
-    try:
-        return make[args.dataset]()
-    except Exception:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
-        for folder in made:  # the folders a failed download created, deepest first
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        how = ("" if args.dataset == "folder" else " (the download failed: no internet?)" if download
-               else " (or --download on a machine with internet)")
-        fail(f"no {args.dataset} data at {os.path.join(os.path.abspath(root), DATA_FILES[args.dataset])}: put the "
-             f"files there{how}, or point --data-root at the folder that holds them")
-
-
-def to_model_range(images):
-    """uint8 [0, 255] -> float [-1, 1] with the operations of ToTensor + Normalize(0.5, 0.5): the same bits."""
-    return images.float().div(255).sub(0.5).div(0.5)
-
-
-def _ignore_sigint(_):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process only
-
-
-# uint8 bytes up to which the training set is decoded once and held on the training device (CIFAR-10: 150 MB,
-# STL-10 at 64 px: 1.3 GB); larger sets (CelebA at 64 px: 2.0 GB, big folders) stream from disk
-IN_MEMORY_LIMIT = 3 * 2 ** 29
-
-
-def image_at(dataset, i, args):
-    """dataset[i]'s image; one that cannot be decoded stops with its file's name."""
-    try:
-        return dataset[i][0]
-    except Exception as e:  # not an image, truncated, unreadable (from a worker: the original error's last line)
-        fail(f"cannot read an image of --dataset {args.dataset}: {reason(e, last=True)}")
-
-
-def load_images(dataset, args):
-    """Every image of `dataset` decoded once, in order, into one uint8 tensor (N, C, S, S) (stacked MNIST gathered
-    from MNIST's); None when larger than IN_MEMORY_LIMIT or with --stream-data."""
-    if args.stream_data or len(dataset) * image_at(dataset, 0, args).numel() > IN_MEMORY_LIMIT:
-        return None
-    if isinstance(dataset, StackedMNIST):
-        return load_images(dataset.mnist, args)[dataset.triples].flatten(1, 2)
-    loader = torch.utils.data.DataLoader(dataset, 500, num_workers=args.num_workers, worker_init_fn=_ignore_sigint,
-                                         generator=torch.Generator())
-    try:
-        return torch.cat([images for images, _ in loader])
-    except Exception:  # not an image, truncated, unreadable: find which one, in this process
-        for i in range(len(dataset)):
-            image_at(dataset, i, args)
-        raise
-
-
-def infinite_batches(dataset, images, args, device, start=0):
-    """Yield batches in [-1, 1] on `device` forever: gathered by index from `images` (load_images) on the device,
-    or streamed from `dataset` by one DataLoader whose workers persist across epochs. Epoch e is shuffled by
-    (seed, e) alone, so both paths give the same batches, and a run resumed after `start` batches continues with
-    exactly the batches the uninterrupted run would have seen."""
-    per_epoch = len(dataset) // args.batch_size
-    epoch, skip = divmod(start, per_epoch)
-    plan = []  # this epoch's index batches: the loader reads the list anew at each iter()
-    loader = None if images is not None else torch.utils.data.DataLoader(
-        dataset, batch_sampler=plan, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
-        pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint, generator=torch.Generator())  # no RNG draw
-    while True:
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
-        order = order[skip * args.batch_size: per_epoch * args.batch_size].view(-1, args.batch_size)
-        if loader is None:
-            for index in order.to(device):  # one transfer per epoch
-                yield to_model_range(images[index])
-        else:
-            plan[:] = order.tolist()
-            for batch, _ in loader:
-                yield to_model_range(batch.to(device, non_blocking=True))
-        epoch, skip = epoch + 1, 0
 
 
 # ------------------------------------------------------------------------------------------------ networks
@@ -447,11 +261,7 @@ def g_loss(fake_logits, loss):
     raise ValueError(f"unknown loss {loss!r}")
 
 
-# ------------------------------------------------------------------------------------------ infrastructure
-def reason(e, last=False):
-    """An exception in one line: an OS error's reason, else its message's first (or last) line, else its type."""
-    lines = str(e).strip().splitlines()
-    return getattr(e, "strerror", None) or (lines[-1 if last else 0] if lines else type(e).__name__)
+# ----------------------------------------------------------- adaptive weights (Algorithms 1, 2), the lr decay
 
 
 def gradient_products(grad_real, grad_fake):
@@ -519,6 +329,295 @@ def lr_factor(step, decay_steps):
     return max(0.0, 1 - step / decay_steps) if decay_steps else 1.0
 
 
+# ========================================================================================== the training loop
+def main(argv=None):
+    args, ckpt = parse_args(argv)
+    device = pick_device(args.device)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.benchmark = not args.torch_deterministic
+    dataset, channels = training_data(args)
+
+    # networks and optimizers (G first, then D: the same seed gives the same initial weights)
+    Generator, Discriminator, init = {"resnet": (ResNetGenerator, ResNetDiscriminator, sngan_init),
+                                      "cnn": (CNNGenerator, CNNDiscriminator, dcgan_init)}[args.arch]
+    G = Generator(args.z_dim, channels, args.image_size, args.ngf).to(device)
+    D = Discriminator(channels, args.image_size, args.ndf).to(device)
+    G.apply(init)
+    D.apply(init)
+    spectral_norm_all(D)
+    models = {"G": G, "D": D}
+    optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
+                  "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
+    aw_args = dict(alpha1=args.alpha1, alpha2=args.alpha2, delta=args.delta, eps=args.eps, normalized=args.normalize)
+
+    run = Run(args, ckpt, dataset, device, models, optimizers)  # EMA, resume, evaluator (the skeleton's class Run)
+    if args.generate or args.evaluate:
+        return run.use_checkpoint()
+    with run:  # the run directory and its files, Ctrl-C; the last checkpoint, and every file closed at the end
+        for step in run.steps():
+            # lrs of this step, n_critic aw discriminator updates on fresh real batches, one G update
+            for name, lr in (("G", args.lr_g), ("D", args.lr_d)):
+                for group in optimizers[name].param_groups:
+                    group["lr"] = lr * lr_factor(step, args.lr_decay_steps)
+            d_updates = []
+            for _ in range(args.n_critic):
+                real = next(run.batches)
+                with torch.no_grad():
+                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
+                d_updates.append(aw_d_step(D, optimizers["D"], real, fake, args.loss, args.aw, **aw_args))
+            loss_g = g_loss(D(G(torch.randn(args.g_batch_size, args.z_dim, device=device))), args.loss)
+            optimizers["G"].zero_grad(set_to_none=True)
+            loss_g.backward(inputs=list(G.parameters()))  # G's gradients only: D's would be thrown away
+            optimizers["G"].step()
+            # D's statistics: means over this step's n_critic updates; case<k>, grad_vanished: how many of them took
+            # case k, had a zero gradient
+            d_stats = {k: torch.stack([u[k] for u in d_updates]) for k in d_updates[0]}
+            counted = lambda k: k.startswith("case") or k == "grad_vanished"  # noqa: E731
+            losses = {"g_loss": loss_g, **{k: v.sum() if counted(k) else v.mean() for k, v in d_stats.items()}}
+            run.log_step(losses)  # then EMA, logs, samples, evaluation, checkpoints
+    return run.summary()
+
+
+# ===== everything below this line is the same in every cleangan script: the shared skeleton =============
+# (its text is one, character for character, in gan.py, lens_gan.py, aw_gan.py, reg_gan.py, unrolled_gan.py and
+# wgan_gp.py: tests/test_skeleton.py; a fix made here is made in all six)
+
+
+# ------------------------------------------------------------------------------------------ flags and errors
+def parse_args(argv=None):
+    """The shared flags (with this method's SHARED_FLAG_CHANGES), then the method's own (add_method_flags), checked
+    (check_method_flags); with --resume the checkpoint, whose flags are the defaults. Returns (args, checkpoint)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.error = fail  # one error line instead of argparse's usage dump
+
+    def add(option, **spec):  # a shared flag, with this method's own default, help or choices where it has them
+        p.add_argument(option, **spec | SHARED_FLAG_CHANGES.get(option[2:].replace("-", "_"), {}))
+
+    add("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
+    add("--seed", type=int, default=1, help="seed of the experiment")
+    add("--torch-deterministic", action=flag, default=True,
+        help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
+    add("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    add("--track", action=flag, default=False, help="log to Weights & Biases")
+    add("--wandb-project-name", default="cleangan", help="wandb project")
+    add("--wandb-entity", default=None, help="wandb entity (team)")
+    add("--out-dir", default="runs", help="parent folder of the run directories")
+    add("--resume", default=None,
+        help="checkpoint.pt to continue from; auto: the newest run of the same dataset/exp-name/seed")
+    add("--dataset", default="cifar10", choices=tuple(DATA_FILES),
+        help="training data (folder: an ImageFolder tree at --data-root)")
+    add("--data-root", default="data", help="dataset folder (downloads go here)")
+    add("--download", action=flag, default=True, help="download the dataset if missing")
+    add("--image-size", type=int, default=32, choices=(16, 32, 64, 128, 256), help="image side")
+    add("--num-workers", type=whole, default=2, help="data loader processes (decoding once when in memory)")
+    add("--stream-data", action=flag, default=False,
+        help="stream batches from disk even when the data fits in memory (IN_MEMORY_LIMIT)")
+    add("--total-steps", type=natural, default=100_000, help="generator updates")
+    add("--batch-size", type=natural, default=64, help="images per batch of D and of G")
+    add("--lr-g", type=number(float, 0, strict=True), default=2e-4, help="generator learning rate")
+    add("--lr-d", type=number(float, 0, strict=True), default=2e-4, help="discriminator learning rate")
+    add("--beta1", type=number(float, 0, 1), default=0.5, help="Adam beta1")
+    add("--beta2", type=number(float, 0, 1), default=0.999, help="Adam beta2")
+    add("--n-critic", type=natural, default=1, help="discriminator updates per generator update")
+    add("--z-dim", type=natural, default=100, help="latent dimension")
+    add("--log-every", type=natural, default=100, help="steps between metrics lines")
+    add("--sample-every", type=whole, default=1000, help="steps between sample grids (0: at the end)")
+    add("--eval-every", type=whole, default=0, help="steps between evaluations (0 = none)")
+    add("--fid-samples", type=natural, default=10_000, help="generated (and reference) images per FID")
+    add("--fid-weights", default=None,
+        help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub)")
+    add("--fid", action=flag, default=True, help="FID and IS at --eval-every / --evaluate (need the "
+        "Inception weights); --no-fid: the classifier metrics only (mnist family)")
+    add("--classifier-samples", type=natural, default=26_000,
+        help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
+    add("--checkpoint-every", type=whole, default=1000,
+        help="steps between checkpoints (0: only the one always written at the end)")
+    add("--ema-decay", type=number(float, 0, 1), default=0.0,
+        help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
+    add("--generate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
+        help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
+    add("--generate-dir", default=None, help="new folder for --generate (default: in the run directory)")
+    add("--evaluate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
+        help="with --resume, no training: FID and IS of N samples (default 50,000) against N real images")
+    add_method_flags(p, argv)
+    ckpt = checkpoint_defaults(p, argv)
+    args = p.parse_args(argv)
+    if (args.generate or args.evaluate) and not args.resume:
+        p.error(f"--{'generate' if args.generate else 'evaluate'} N needs --resume CHECKPOINT")
+    if args.generate_dir and not args.generate:
+        p.error("--generate-dir is only used with --generate N")
+    if (args.eval_every or args.evaluate) and not args.fid and args.dataset not in ("mnist", "stacked-mnist"):
+        p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (classifier metrics: mnist, stacked-mnist)")
+    if args.track and not importlib.util.find_spec("wandb"):
+        p.error("--track needs wandb: pip install wandb")
+    check_method_flags(p, args)
+    check_resume(args, ckpt)
+    return args, ckpt
+
+
+def fail(message, code=2):
+    """One clear error line and a non-zero exit, never a traceback (2 = bad input, as argparse)."""
+    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def number(cast, low, high=math.inf, strict=False):
+    """An argparse type: a finite number (int or float) in [low, high), or in (low, high) when strict."""
+    def parse(text):
+        value = cast(text)
+        if not (math.isfinite(value) and (low < value if strict else low <= value) and value < high):
+            bound = (f"in {'(' if strict else '['}{low}, {high})" if high < math.inf
+                     else f"{'>' if strict else '>='} {low}")
+            raise argparse.ArgumentTypeError(f"must be {'a finite number ' * (cast is float)}{bound}, got {text}")
+        return value
+    parse.__name__ = cast.__name__  # argparse's "invalid int value"
+    return parse
+
+
+
+# argparse types of the flags: --x / --no-x, an int > 0, an int >= 0
+flag, natural, whole = argparse.BooleanOptionalAction, number(int, 0, strict=True), number(int, 0)
+
+
+def reason(e, last=False):
+    """An exception in one line: an OS error's reason, else its message's first (or last) line, else its type."""
+    lines = str(e).strip().splitlines()
+    return getattr(e, "strerror", None) or (lines[-1 if last else 0] if lines else type(e).__name__)
+
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class StackedMNIST(torch.utils.data.Dataset):
+    """Three independent MNIST digits as the R, G, B channels: 1,000 modes (Metz et al. 2017 Sec. 3.3, lens paper
+    Sec. 4.1.2), the digit triples drawn once from the seed."""
+
+    def __init__(self, mnist, seed):
+        self.mnist = mnist
+        self.triples = torch.randint(len(mnist), (len(mnist), 3), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self):
+        return len(self.triples)
+
+    def __getitem__(self, i):
+        digits = [self.mnist[j] for j in self.triples[i].tolist()]
+        return torch.cat([image for image, _ in digits]), 100 * digits[0][1] + 10 * digits[1][1] + digits[2][1]
+
+
+# the datasets, and what each needs under --data-root (torchvision's layout), named when it is missing
+DATA_FILES = {"mnist": "MNIST/raw/train-images-idx3-ubyte", "fashion-mnist": "FashionMNIST/raw/train-images-idx3-ubyte",
+              "cifar10": "cifar-10-batches-py/data_batch_1", "cifar100": "cifar-100-python/train",
+              "stl10": "stl10_binary/unlabeled_X.bin", "celeba": "celeba/img_align_celeba/",
+              "stacked-mnist": "MNIST/raw/train-images-idx3-ubyte", "folder": "<class>/<image>"}
+
+
+def make_dataset(args):
+    """The training set as uint8 images (C, S, S) (`to_model_range` makes them [-1, 1] on the device); one error
+    line naming the files expected and where when it is missing (a failed download leaves no folder behind)."""
+    size, root, download, sets = args.image_size, args.data_root, args.download, torchvision.datasets
+    resize = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+    digits = T.Compose(([] if size == 28 else [T.Pad(2)])  # 28 -> 32 (28: MNIST's own size, unrolled's --arch metz)
+                       + ([] if size in (28, 32) else [T.Resize(size)]) + [T.PILToTensor()])
+    make = {"mnist": lambda: sets.MNIST(root, True, digits, download=download),
+            "fashion-mnist": lambda: sets.FashionMNIST(root, True, digits, download=download),
+            "cifar10": lambda: sets.CIFAR10(root, True, resize, download=download),
+            "cifar100": lambda: sets.CIFAR100(root, True, resize, download=download),
+            "stl10": lambda: sets.STL10(root, "train+unlabeled", transform=resize, download=download),
+            "celeba": lambda: sets.CelebA(root, "train", transform=T.Compose([T.CenterCrop(108), resize]),
+                                          download=download),  # crop 108, DCGAN-tensorflow's convention
+            "stacked-mnist": lambda: StackedMNIST(sets.MNIST(root, True, digits, download=download), args.seed),
+            "folder": lambda: sets.ImageFolder(root, T.Compose([lambda image: image.convert("RGB"), resize]))}
+    parts = Path(DATA_FILES[args.dataset]).parts
+    made = [d for d in (Path(root, *parts[:i]) for i in range(len(parts) - 1, -1, -1)) if not d.exists()]
+    try:
+        return make[args.dataset]()
+    except Exception:  # torchvision raises RuntimeError, OSError, URLError, ... for missing or undownloadable data
+        for folder in made:  # the folders a failed download created, deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        how = ("" if args.dataset == "folder" else " (the download failed: no internet?)" if download
+               else " (or --download on a machine with internet)")
+        fail(f"no {args.dataset} data at {os.path.join(os.path.abspath(root), DATA_FILES[args.dataset])}: put the "
+             f"files there{how}, or point --data-root at the folder that holds them")
+
+
+def to_model_range(images):
+    """uint8 [0, 255] -> float [-1, 1] with the operations of ToTensor + Normalize(0.5, 0.5): the same bits."""
+    return images.float().div(255).sub(0.5).div(0.5)
+
+
+def _ignore_sigint(_):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process only
+
+
+# uint8 bytes up to which the training set is decoded once and held on the training device (CIFAR-10: 150 MB,
+# STL-10 at 64 px: 1.3 GB); larger sets (CelebA at 64 px: 2.0 GB, big folders) stream from disk
+IN_MEMORY_LIMIT = 3 * 2 ** 29
+
+
+def image_at(dataset, i, args):
+    """dataset[i]'s image; one that cannot be decoded stops with its file's name."""
+    try:
+        return dataset[i][0]
+    except Exception as e:  # not an image, truncated, unreadable (from a worker: the original error's last line)
+        fail(f"cannot read an image of --dataset {args.dataset}: {reason(e, last=True)}")
+
+
+def load_images(dataset, args):
+    """Every image of `dataset` decoded once, in order, into one uint8 tensor (N, C, S, S) (stacked MNIST gathered
+    from MNIST's); None when larger than IN_MEMORY_LIMIT or with --stream-data."""
+    if args.stream_data or len(dataset) * image_at(dataset, 0, args).numel() > IN_MEMORY_LIMIT:
+        return None
+    if isinstance(dataset, StackedMNIST):
+        return load_images(dataset.mnist, args)[dataset.triples].flatten(1, 2)
+    loader = torch.utils.data.DataLoader(dataset, 500, num_workers=args.num_workers, worker_init_fn=_ignore_sigint,
+                                         generator=torch.Generator())
+    try:
+        return torch.cat([images for images, _ in loader])
+    except Exception:  # not an image, truncated, unreadable: find which one, in this process
+        for i in range(len(dataset)):
+            image_at(dataset, i, args)
+        raise
+
+
+def infinite_batches(dataset, images, args, device, start=0):
+    """Yield batches in [-1, 1] on `device` forever: gathered by index from `images` (load_images) on the device,
+    or streamed from `dataset` by one DataLoader whose workers persist across epochs. Epoch e is shuffled by
+    (seed, e) alone, so both paths give the same batches, and a run resumed after `start` batches continues with
+    exactly the batches the uninterrupted run would have seen."""
+    per_epoch = len(dataset) // args.batch_size
+    epoch, skip = divmod(start, per_epoch)
+    plan = []  # this epoch's index batches: the loader reads the list anew at each iter()
+    loader = None if images is not None else torch.utils.data.DataLoader(
+        dataset, batch_sampler=plan, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+        pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint, generator=torch.Generator())  # no RNG draw
+    while True:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
+        order = order[skip * args.batch_size: per_epoch * args.batch_size].view(-1, args.batch_size)
+        if loader is None:
+            for index in order.to(device):  # one transfer per epoch
+                yield to_model_range(images[index])
+        else:
+            plan[:] = order.tolist()
+            for batch, _ in loader:
+                yield to_model_range(batch.to(device, non_blocking=True))
+        epoch, skip = epoch + 1, 0
+
+
+
+
+def training_data(args):
+    """The training set (make_dataset) and its images' channels; one error line when a batch does not fit in it."""
+    dataset = make_dataset(args)
+    if len(dataset) < args.batch_size:
+        fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
+    return dataset, image_at(dataset, 0, args).shape[0]
+
+
+# ------------------------------------------------------------------------- device, random state, checkpoints
 def pick_device(name):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -612,6 +711,8 @@ def check_resume(args, ckpt):
         sys.exit(0)
 
 
+
+# --------------------------------------------------------------------------------------------------- the run
 def new_run_dir(args):
     name = f"{args.dataset}__{args.exp_name}__{args.seed}__{int(time.time())}"
     for n in range(1000):  # runs started in the same second get _1, _2, ...
@@ -661,211 +762,211 @@ def stop_if_non_finite(bad, names, run_dir, saved_step):
              f"stopped, {kept}", code=1)
 
 
-def use_checkpoint(args, G, evaluator, ckpt, device):
-    """--generate N: N samples of G as 8-bit PNGs in a new folder; --evaluate N: FID and IS of N samples against N
-    training images, and on mnist / stacked-mnist the classifier metrics of the same N samples, written to
-    evaluate_step<S>_n<N>.json in the run directory. No training; returns what it measured."""
-    step, run_dir = ckpt["step"], ckpt["path"].parent
-    result = {"checkpoint": str(ckpt["path"]), "step": step}
-    if args.generate:
-        out = Path(args.generate_dir or run_dir / f"generated_step{step:07d}_n{args.generate}")
+
+
+class Run:
+    """Everything around a script's training loop that is the same in every script: the EMA generator, the states a
+    checkpoint holds, resume, the evaluator (built before any file is written), --generate / --evaluate, a new or
+    continued run directory with its files (metrics.jsonl, args.json, samples, TensorBoard, wandb), Ctrl-C (a
+    checkpoint after the step), logging, samples, evaluation, checkpoints and the summary. main() uses it as
+
+        run = Run(args, ckpt, dataset, device, models, optimizers)
+        with run:                             # the run directory is set up; closed however the loop ends
+            for step in run.steps():          # from the checkpoint's step on resume, to --total-steps or Ctrl-C
+                real = next(run.batches)      # the training batches, in [-1, 1] on the device
+                ...                           # the method's updates
+                run.log_step(losses)          # {name: 0-d tensor}: EMA, logs, samples, evaluation, checkpoints
+        return run.summary()
+    """
+
+    def __init__(self, args, ckpt, dataset, device, models, optimizers, grids=None):
+        self.args, self.ckpt, self.dataset, self.device, self.models = args, ckpt, dataset, device, models
+        self.grids = grids or {}  # {name: (network, fixed input)}: sample grids beside G's (the lens's L(x))
+        if args.ema_decay:  # samples and FID come from the average of G's weights
+            models["G_ema"] = copy.deepcopy(models["G"]).requires_grad_(False)
+        self.G_sample = models.get("G_ema", models["G"])
+        self.states = models | {f"opt_{k}": o for k, o in optimizers.items()}  # what a checkpoint holds
         try:
-            fid.save_pngs(fid.samples(G, args.generate, args.z_dim, args.seed, device), out, args.generate)
-        except ValueError as e:  # not an empty folder
-            fail(f"{e} (choose --generate-dir)")
+            for k, state in self.states.items() if ckpt else ():
+                state.load_state_dict(ckpt[k])
+        except Exception as e:
+            fail(f"cannot resume from {ckpt['path']}: {reason(e)}")
+        self.start = ckpt or {"step": 0, "batches_used": 0, "fids": [], "wall_time": 0.0, "rng": rng_state()}
+        self.step, self.batches_used, self.fids = self.start["step"], self.start["batches_used"], self.start["fids"]
+        self.evaluator = None
+        if args.eval_every or args.evaluate:  # Inception, reference statistics, MNIST classifier: before any file
+            try:
+                self.evaluator = fid.Evaluator(dataset, args.dataset, args.data_root, args.image_size, device,
+                                               Path(args.out_dir) / "fid_stats",
+                                               args.fid * (args.evaluate or args.fid_samples),
+                                               args.evaluate or args.classifier_samples, args.fid_weights,
+                                               args.download, args.num_workers)
+            except (fid.FIDWeightsError, ValueError) as e:
+                fail(str(e))
+
+    def use_checkpoint(self):
+        """--generate N: N samples of G as 8-bit PNGs in a new folder; --evaluate N: FID and IS of N samples against N
+        training images, and on mnist / stacked-mnist the classifier metrics of the same N samples, written to
+        evaluate_step<S>_n<N>.json in the run directory. No training; returns what it measured."""
+        args, G, ckpt = self.args, self.G_sample, self.ckpt
+        step, run_dir = ckpt["step"], ckpt["path"].parent
+        result = {"checkpoint": str(ckpt["path"]), "step": step}
+        if args.generate:
+            out = Path(args.generate_dir or run_dir / f"generated_step{step:07d}_n{args.generate}")
+            try:
+                fid.save_pngs(fid.samples(G, args.generate, args.z_dim, args.seed, self.device), out, args.generate)
+            except ValueError as e:  # not an empty folder
+                fail(f"{e} (choose --generate-dir)")
+            except OSError as e:
+                fail(f"cannot write samples to {out}: {reason(e)}")
+            result["generated"] = str(out)
+        if args.evaluate:
+            scores = self.evaluator(G, args.z_dim, args.seed)
+            print(" | ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({args.evaluate} samples, step {step})")
+            result |= scores | {"samples": args.evaluate}
+            path = run_dir / f"evaluate_step{step:07d}_n{args.evaluate}.json"
+            try:
+                path.write_text(json.dumps({k: v for k, v in result.items() if k != "generated"}, indent=2))
+            except OSError as e:
+                fail(f"cannot write {path}: {reason(e)}", code=1)
+            print(f"written to {path}")
+        return result
+
+    def __enter__(self):
+        """The data on the device (when it fits), a new or the continued run directory and its files, Ctrl-C, the
+        batches from where the checkpoint left them, and the training noise from the checkpoint's random state."""
+        args, ckpt = self.args, self.ckpt
+        images = load_images(self.dataset, args)
+        images = images if images is None else images.to(self.device)
+        self.run_dir = run_dir = ckpt["path"].parent if ckpt else new_run_dir(args)
+        try:
+            metrics = run_dir / "metrics.jsonl"  # on resume, lines after the checkpoint's step are logged again
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= self.step))
+            self.metrics_file = open(metrics, "a")
+            (run_dir / "samples").mkdir(exist_ok=True)
+            (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
         except OSError as e:
-            fail(f"cannot write samples to {out}: {reason(e)}")
-        result["generated"] = str(out)
-    if args.evaluate:
-        scores = evaluator(G, args.z_dim, args.seed)
-        print(" | ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({args.evaluate} samples, step {step})")
-        result |= scores | {"samples": args.evaluate}
-        path = run_dir / f"evaluate_step{step:07d}_n{args.evaluate}.json"
+            if not ckpt:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            fail(f"cannot write to {run_dir}: {reason(e)}")
+        if args.track:
+            import wandb
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
+                       dir=str(run_dir), sync_tensorboard=True)
+        self.writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
+        self.fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(self.device)
+        self.ema = "_ema" if args.ema_decay else ""  # metrics of the EMA generator say so in their names
+        self.saved_step, self.interrupted, self.losses, self.logged, self.bad = (
+            self.step if ckpt else None), False, {}, {}, None
+        self.previous_handler = signal.signal(signal.SIGINT, self.on_sigint)
+        self.batches = self.counted(infinite_batches(self.dataset, images, args, self.device, self.batches_used))
+        set_rng_state(self.start["rng"])  # whatever the setup drew (Inception's init, ...), training noise starts here
+        self.start_time = self.last_log_time = time.time()
+        self.last_log_step = self.step
+        print(f"training {args.exp_name} on {args.dataset} ({len(self.dataset)} images, "
+              f"{'streamed' if images is None else 'in memory'}) on {self.device}; run directory {run_dir}")
+        return self
+
+    def counted(self, batches):
+        for batch in batches:
+            self.batches_used += 1  # saved with each checkpoint: a resumed run continues with the next batch
+            yield batch
+
+    def steps(self):
+        """The generator steps still to do: 0-based, from the checkpoint's on resume, to --total-steps or Ctrl-C."""
+        while self.step < self.args.total_steps and not self.interrupted:
+            yield self.step
+
+    def log_step(self, losses):
+        """After a generator update: the step count, EMA, the non-finite check (read only at log steps), logging,
+        samples, evaluation, checkpoints. losses: {name: 0-d tensor} of the step, logged in this order."""
+        args = self.args
+        self.step = step = self.step + 1
+        self.losses = losses
+        if args.ema_decay:
+            ema_update(self.models["G_ema"], self.models["G"], args.ema_decay)
+        values = torch.stack([v.detach().float() for v in losses.values()])  # one device read per log step
+        self.bad = first_non_finite(self.bad, step, values)
+        record = {"step": step}
+        if step % args.log_every == 0 or step == args.total_steps:
+            stop_if_non_finite(self.bad, losses, self.run_dir, self.saved_step)
+            self.logged = dict(zip(losses, values.tolist()))
+            sps = (step - self.last_log_step) / max(time.time() - self.last_log_time, 1e-9)
+            self.last_log_step, self.last_log_time = step, time.time()
+            record |= self.logged | {"sps": sps}
+            eta = datetime.timedelta(seconds=round((args.total_steps - step) / sps))
+            print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in self.logged.items())
+                  + f" | {sps:.2f} steps/s | ETA {eta}", flush=True)
+        if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
+            for name, (net, inputs) in ({"samples": (self.G_sample, self.fixed_z)} | self.grids).items():
+                grid = sample_grid(net, inputs)
+                prefix = "" if name == "samples" else f"{name}_"  # samples/step_*.png, samples/lens_step_*.png, ...
+                save_image(grid, self.run_dir / "samples" / f"{prefix}step_{step:07d}.png")
+                if self.writer:
+                    self.writer.add_image(name, grid, step)
+        if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
+            scores = self.evaluator(self.G_sample, args.z_dim, args.seed, step)
+            if "fid" in scores:
+                self.fids.append(scores["fid"])
+                scores = {"fid": self.fids[-1], "inception_score": scores.pop("is_mean")} | scores
+                scores.pop("is_std", None)
+            record |= {f"{k}{self.ema}": v for k, v in scores.items()}
+            print(f"step {step}: " + " | ".join(f"{k}{self.ema} {v:.4f}" for k, v in scores.items()), flush=True)
+        if len(record) > 1:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+            for k, v in record.items():
+                if self.writer and k != "step":
+                    self.writer.add_scalar(("losses/" if k.endswith("loss") else "charts/") + k, v, step)
+        if args.checkpoint_every and step % args.checkpoint_every == 0:
+            self.checkpoint()
+
+    def checkpoint(self):
+        stop_if_non_finite(self.bad, self.losses, self.run_dir, self.saved_step)  # never save what a NaN touched
         try:
-            path.write_text(json.dumps({k: v for k, v in result.items() if k != "generated"}, indent=2))
+            save_checkpoint(self.run_dir / "checkpoint.pt", {
+                "step": self.step, "batches_used": self.batches_used, "fids": self.fids, "args": vars(self.args),
+                "rng": rng_state(), "wall_time": self.start["wall_time"] + time.time() - self.start_time}
+                | {k: s.state_dict() for k, s in self.states.items()})
         except OSError as e:
-            fail(f"cannot write {path}: {reason(e)}", code=1)
-        print(f"written to {path}")
-    return result
+            kept = f"the last one is of step {self.saved_step}" if self.saved_step else "none was written"
+            fail(f"cannot write {self.run_dir / 'checkpoint.pt'}: {reason(e)}; {kept}", code=1)
+        self.saved_step = self.step
 
-
-def main(argv=None):
-    args, ckpt = parse_args(argv)
-    device = pick_device(args.device)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.backends.cudnn.benchmark = not args.torch_deterministic
-    dataset = make_dataset(args)
-    if len(dataset) < args.batch_size:
-        fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
-    channels = image_at(dataset, 0, args).shape[0]
-
-    # ALGO LOGIC: networks and optimizers (G first, then D: the same seed gives the same initial weights)
-    Generator, Discriminator, init = {"resnet": (ResNetGenerator, ResNetDiscriminator, sngan_init),
-                                      "cnn": (CNNGenerator, CNNDiscriminator, dcgan_init)}[args.arch]
-    G = Generator(args.z_dim, channels, args.image_size, args.ngf).to(device)
-    D = Discriminator(channels, args.image_size, args.ndf).to(device)
-    G.apply(init)
-    D.apply(init)
-    spectral_norm_all(D)
-    models = {"G": G, "D": D}
-    optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
-                  "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
-    aw_args = dict(alpha1=args.alpha1, alpha2=args.alpha2, delta=args.delta, eps=args.eps, normalized=args.normalize)
-
-    # TRY NOT TO MODIFY: the EMA generator, the checkpoint's states, evaluation, a new or continued run directory
-    if args.ema_decay:  # samples and FID come from the average of G's weights
-        models["G_ema"] = copy.deepcopy(G).requires_grad_(False)
-    G_sample = models.get("G_ema", G)
-    states = models | {f"opt_{k}": o for k, o in optimizers.items()}  # what a checkpoint holds
-    try:
-        for k, state in states.items() if ckpt else ():
-            state.load_state_dict(ckpt[k])
-    except Exception as e:
-        fail(f"cannot resume from {ckpt['path']}: {reason(e)}")
-    start = ckpt or {"step": 0, "batches_used": 0, "fids": [], "wall_time": 0.0, "rng": rng_state()}
-    evaluator = None
-    if args.eval_every or args.evaluate:  # Inception, reference statistics, MNIST classifier: before any file
-        try:
-            evaluator = fid.Evaluator(dataset, args.dataset, args.data_root, args.image_size, device,
-                                      Path(args.out_dir) / "fid_stats", args.fid * (args.evaluate or args.fid_samples),
-                                      args.evaluate or args.classifier_samples, args.fid_weights, args.download,
-                                      args.num_workers)
-        except (fid.FIDWeightsError, ValueError) as e:
-            fail(str(e))
-    if args.generate or args.evaluate:
-        return use_checkpoint(args, G_sample, evaluator, ckpt, device)
-    images = load_images(dataset, args)
-    images = images if images is None else images.to(device)
-    run_dir = ckpt["path"].parent if ckpt else new_run_dir(args)
-    step, batches_used, fids = start["step"], start["batches_used"], start["fids"]
-    try:
-        metrics = run_dir / "metrics.jsonl"  # on resume, lines after the checkpoint's step are logged again
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= step))
-        metrics_file = open(metrics, "a")
-        (run_dir / "samples").mkdir(exist_ok=True)
-        (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    except OSError as e:
-        if not ckpt:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        fail(f"cannot write to {run_dir}: {reason(e)}")
-    if args.track:
-        import wandb
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
-                   dir=str(run_dir), sync_tensorboard=True)
-    writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
-    fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    ema = "_ema" if args.ema_decay else ""  # metrics of the EMA generator say so in their names
-    saved_step, interrupted, losses, logged, bad = (step if ckpt else None), False, {}, {}, None
-
-    def checkpoint():
-        nonlocal saved_step
-        stop_if_non_finite(bad, losses, run_dir, saved_step)  # never save weights that a non-finite step touched
-        try:
-            save_checkpoint(run_dir / "checkpoint.pt", {
-                "step": step, "batches_used": batches_used, "fids": fids, "args": vars(args), "rng": rng_state(),
-                "wall_time": start["wall_time"] + time.time() - start_time}
-                | {k: s.state_dict() for k, s in states.items()})
-        except OSError as e:
-            kept = f"the last one is of step {saved_step}" if saved_step else "none was written"
-            fail(f"cannot write {run_dir / 'checkpoint.pt'}: {reason(e)}; {kept}", code=1)
-        saved_step = step
-
-    def on_sigint(*_):
-        nonlocal interrupted
-        if interrupted:
+    def on_sigint(self, *_):
+        if self.interrupted:
             raise KeyboardInterrupt  # second Ctrl-C: abort at once
-        interrupted = True
+        self.interrupted = True
         print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
 
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    batches = infinite_batches(dataset, images, args, device, start=batches_used)
-    set_rng_state(start["rng"])  # whatever the setup drew (Inception's init, ...), training noise starts here
-    start_time = last_log_time = time.time()
-    last_log_step = step
-    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images, "
-          f"{'streamed' if images is None else 'in memory'}) on {device}; run directory {run_dir}")
-    try:
-        while step < args.total_steps and not interrupted:
-            # ALGO LOGIC: lrs of this step, n_critic aw discriminator updates on fresh real batches, one G update
-            for name, lr in (("G", args.lr_g), ("D", args.lr_d)):
-                for group in optimizers[name].param_groups:
-                    group["lr"] = lr * lr_factor(step, args.lr_decay_steps)
-            d_updates = []
-            for _ in range(args.n_critic):
-                real = next(batches)
-                batches_used += 1
-                with torch.no_grad():
-                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
-                d_updates.append(aw_d_step(D, optimizers["D"], real, fake, args.loss, args.aw, **aw_args))
-            loss_g = g_loss(D(G(torch.randn(args.g_batch_size, args.z_dim, device=device))), args.loss)
-            optimizers["G"].zero_grad(set_to_none=True)
-            loss_g.backward(inputs=list(G.parameters()))  # G's gradients only: D's would be thrown away
-            optimizers["G"].step()
-            step += 1
-            # D's statistics: means over this step's n_critic updates; case<k>, grad_vanished: how many of them took
-            # case k, had a zero gradient
-            d_stats = {k: torch.stack([u[k] for u in d_updates]) for k in d_updates[0]}
-            counted = lambda k: k.startswith("case") or k == "grad_vanished"  # noqa: E731
-            losses = {"g_loss": loss_g, **{k: v.sum() if counted(k) else v.mean() for k, v in d_stats.items()}}
+    def __exit__(self, error, *_):
+        """The last checkpoint when the loop ended (--total-steps or Ctrl-C); Ctrl-C's handler back and every file
+        closed however it ended."""
+        try:
+            if error is None:
+                self.checkpoint()
+        finally:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.metrics_file.close()
+            if self.writer:
+                self.writer.close()
+            if self.args.track:
+                import wandb
+                wandb.finish()
 
-            # TRY NOT TO MODIFY: EMA, the non-finite check (read only at log steps), logging, samples, evaluation
-            if args.ema_decay:
-                ema_update(models["G_ema"], G, args.ema_decay)
-            values = torch.stack([v.detach().float() for v in losses.values()])  # one device read per log step
-            bad = first_non_finite(bad, step, values)
-            record = {"step": step}
-            if step % args.log_every == 0 or step == args.total_steps:
-                stop_if_non_finite(bad, losses, run_dir, saved_step)
-                logged = dict(zip(losses, values.tolist()))
-                sps = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
-                last_log_step, last_log_time = step, time.time()
-                record |= logged | {"sps": sps}
-                eta = datetime.timedelta(seconds=round((args.total_steps - step) / sps))
-                print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in logged.items())
-                      + f" | {sps:.2f} steps/s | ETA {eta}", flush=True)
-            if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
-                grid = sample_grid(G_sample, fixed_z)
-                save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
-                if writer:
-                    writer.add_image("samples", grid, step)
-            if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
-                scores = evaluator(G_sample, args.z_dim, args.seed, step)
-                if "fid" in scores:
-                    fids.append(scores["fid"])
-                    scores = {"fid": fids[-1], "inception_score": scores.pop("is_mean")} | scores
-                    scores.pop("is_std", None)
-                record |= {f"{k}{ema}": v for k, v in scores.items()}
-                print(f"step {step}: " + " | ".join(f"{k}{ema} {v:.4f}" for k, v in scores.items()), flush=True)
-            if len(record) > 1:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                for k, v in record.items():
-                    if writer and k != "step":
-                        writer.add_scalar(("losses/" if k.endswith("loss") else "charts/") + k, v, step)
-            if args.checkpoint_every and step % args.checkpoint_every == 0:
-                checkpoint()
-        checkpoint()
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-        metrics_file.close()
-        if writer:
-            writer.close()
-        if args.track:
-            wandb.finish()
-
-    summary = {"run_dir": str(run_dir), "step": step, **logged, "fid": fids[-1] if fids else None,
-               "best_fid": min(fids, default=None), "fid_of": "G_ema" if ema else "G",
-               "wall_time": start["wall_time"] + time.time() - start_time}  # all parts
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if interrupted:
-        print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}",
-              file=sys.stderr)
-        sys.exit(130)
-    return summary
+    def summary(self):
+        """summary.json, which main returns; after Ctrl-C, how to continue, and exit code 130."""
+        summary = {"run_dir": str(self.run_dir), "step": self.step, **self.logged,
+                   "fid": self.fids[-1] if self.fids else None, "best_fid": min(self.fids, default=None),
+                   "fid_of": "G_ema" if self.ema else "G",
+                   "wall_time": self.start["wall_time"] + time.time() - self.start_time}  # all parts
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.interrupted:
+            print(f"interrupted at step {self.step}; checkpoint saved, continue with --resume "
+                  f"{self.run_dir / 'checkpoint.pt'}", file=sys.stderr)
+            sys.exit(130)
+        return summary
 
 
 if __name__ == "__main__":

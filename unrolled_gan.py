@@ -68,59 +68,17 @@ except ImportError:  # tensorboard is optional: metrics.jsonl has everything
     SummaryWriter = None
 
 
-def parse_args(argv=None):
-    """The flags, checked, and with --resume the checkpoint, whose flags are the defaults."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    flag, natural, whole = argparse.BooleanOptionalAction, number(int, 0, strict=True), number(int, 0)
-    p.add_argument("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the experiment")
-    p.add_argument("--torch-deterministic", action=flag, default=True,
-                   help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
-    p.add_argument("--track", action=flag, default=False, help="log to Weights & Biases")
-    p.add_argument("--wandb-project-name", default="cleangan", help="wandb project")
-    p.add_argument("--wandb-entity", default=None, help="wandb entity (team)")
-    p.add_argument("--out-dir", default="runs", help="parent folder of the run directories")
-    p.add_argument("--resume", default=None,
-                   help="checkpoint.pt to continue from; auto: the newest run of the same dataset/exp-name/seed")
-    p.add_argument("--dataset", default="cifar10", choices=tuple(DATA_FILES),
-                   help="training data (folder: an ImageFolder tree at --data-root)")
-    p.add_argument("--data-root", default="data", help="dataset folder (downloads go here)")
-    p.add_argument("--download", action=flag, default=True, help="download the dataset if missing")
-    p.add_argument("--image-size", type=int, default=32, choices=(16, 28, 32, 64, 128, 256),
-                   help="image side (28: --arch metz only)")
-    p.add_argument("--num-workers", type=whole, default=2, help="data loader processes (decoding once when in memory)")
-    p.add_argument("--stream-data", action=flag, default=False,
-                   help="stream batches from disk even when the data fits in memory (IN_MEMORY_LIMIT)")
-    p.add_argument("--total-steps", type=natural, default=100_000, help="generator updates")
-    p.add_argument("--batch-size", type=natural, default=64, help="images per batch of D and of G")
-    p.add_argument("--lr-g", type=number(float, 0, strict=True), default=2e-4, help="generator learning rate")
-    p.add_argument("--lr-d", type=number(float, 0, strict=True), default=2e-4, help="discriminator learning rate")
-    p.add_argument("--beta1", type=number(float, 0, 1), default=0.5, help="Adam beta1")
-    p.add_argument("--beta2", type=number(float, 0, 1), default=0.999, help="Adam beta2")
-    p.add_argument("--n-critic", type=natural, default=1, help="discriminator updates per generator update")
-    p.add_argument("--z-dim", type=natural, default=100, help="latent dimension")
-    p.add_argument("--log-every", type=natural, default=100, help="steps between metrics lines")
-    p.add_argument("--sample-every", type=whole, default=1000, help="steps between sample grids (0: at the end)")
-    p.add_argument("--eval-every", type=whole, default=0, help="steps between evaluations (0 = none)")
-    p.add_argument("--fid-samples", type=natural, default=10_000, help="generated (and reference) images per FID")
-    p.add_argument("--fid-weights", default=None,
-                   help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub)")
-    p.add_argument("--fid", action=flag, default=True, help="FID and IS at --eval-every / --evaluate (need the "
-                   "Inception weights); --no-fid: the classifier metrics only (mnist family)")
-    p.add_argument("--classifier-samples", type=natural, default=26_000,
-                   help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
-    p.add_argument("--checkpoint-every", type=whole, default=1000,
-                   help="steps between checkpoints (0: only the one always written at the end)")
-    p.add_argument("--ema-decay", type=number(float, 0, 1), default=0.0,
-                   help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
-    p.add_argument("--generate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
-                   help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
-    p.add_argument("--generate-dir", default=None, help="new folder for --generate (default: in the run directory)")
-    p.add_argument("--evaluate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
-                   help="with --resume, no training: FID and IS of N samples (default 50,000) against N real images")
-    # method-specific arguments
+# ====================================================================================== the method: its flags
+# Metz et al.'s stacked-MNIST setting (PacGAN's config.py: z_dim, gen/disc_learning_rate, beta1/2, batch_size)
+METZ_DEFAULTS = {"z_dim": 256, "lr_g": 1e-4, "lr_d": 2e-4, "beta2": 0.99, "batch_size": 128, "image_size": 28}
+METZ_D_WIDTH = {"quarter": 2, "half": 4}  # D's first width (then x2, x4): Table 2's D 1/4 and 1/2 of G
+# the method's own defaults, help or choices of the skeleton's shared flags ({dest: {...}}, applied in parse_args)
+SHARED_FLAG_CHANGES = {"image_size": {"choices": (16, 28, 32, 64, 128, 256),
+                                      "help": "image side (28: --arch metz only)"}}
+
+
+def add_method_flags(p, argv):
+    """The method's own flags, after the shared ones (parse_args, in the skeleton)."""
     p.add_argument("--loss", default="gan", choices=("gan", "mm", "lsgan", "hinge"), help="GAN objective (module "
                    "docstring); the paper and the authors' notebook minimize f: mm. gan: DCGAN's non-saturating G loss")
     p.add_argument("--arch", default="dcgan", choices=("dcgan", "metz"), help="dcgan: gan.py's networks at --ngf / "
@@ -135,17 +93,360 @@ def parse_args(argv=None):
                    "GAN with simultaneous updates, not gan.py's alternating ones)")
     p.add_argument("--first-order", action=flag, default=False,
                    help="drop the second-order term of eq. (12): cheaper, an approximation")
-    p.error = fail  # one error line instead of argparse's usage dump
-    if p.parse_known_args(argv)[0].arch == "metz":  # the paper's values unless given (a checkpoint's win below)
+    if p.parse_known_args(argv)[0].arch == "metz":  # the paper's values unless given (a checkpoint's win)
         p.set_defaults(**METZ_DEFAULTS, d_size="quarter")
-    ckpt = checkpoint_defaults(p, argv)
-    args = p.parse_args(argv)
+
+
+def check_method_flags(p, args):
+    """The method's own checks of its flags, before a resume is checked."""
     if args.arch == "metz" and (args.dataset, args.image_size, args.ngf, args.ndf) != ("stacked-mnist", 28, 64, 64):
         p.error("--arch metz is the paper's stacked-MNIST networks: --dataset stacked-mnist at --image-size 28, its "
                 f"own widths (--d-size), not --dataset {args.dataset} --image-size {args.image_size} --ngf {args.ngf} "
                 f"--ndf {args.ndf}")
     if args.arch == "dcgan" and (args.d_size or args.image_size == 28):
         p.error("--d-size and --image-size 28 are for --arch metz (--arch dcgan: --ndf sets D's width)")
+
+
+# ------------------------------------------------------------------------------------------------ networks
+def dcgan_init(m):
+    """DCGAN initialisation (Radford et al. 2016, Sec. 4): weights N(0, 0.02), BN scales N(1, 0.02)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """DCGAN generator (lens paper Fig. 3): z -> 4x4 -> ... -> S x S by 4x4 stride-2 transposed convs,
+    BN + ReLU, tanh output. The width halves at each upsampling and ends at ngf."""
+
+    def __init__(self, z_dim, channels, image_size, ngf=64, batch_norm=True):
+        super().__init__()
+        norm = nn.BatchNorm2d if batch_norm else nn.Identity
+        n_up = int(math.log2(image_size)) - 2
+        width = ngf * 2 ** (n_up - 1)
+        layers = [nn.ConvTranspose2d(z_dim, width, 4, 1, 0, bias=not batch_norm), norm(width), nn.ReLU(True)]
+        for _ in range(n_up - 1):
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not batch_norm), norm(width // 2),
+                       nn.ReLU(True)]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(z.view(len(z), -1, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator (lens paper Fig. 3): 4x4 stride-2 convs with LeakyReLU(0.2), BN except on the
+    first layer, down to 4x4, then a 4x4 conv to one logit per image."""
+
+    def __init__(self, channels, image_size, ndf=64, batch_norm=True):
+        super().__init__()
+        norm = nn.BatchNorm2d if batch_norm else nn.Identity
+        layers, width = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
+        for _ in range(int(math.log2(image_size)) - 3):
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=not batch_norm), norm(width * 2),
+                       nn.LeakyReLU(0.2, True)]
+            width *= 2
+        layers += [nn.Conv2d(width, 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+def metz_init(m):
+    """The initialisers of DCGAN-tensorflow's ops.py, which PacGAN's model.py builds on: conv weights truncated
+    N(0, 0.02) (at 2 std, as tf.truncated_normal_initializer), transposed-conv and linear weights N(0, 0.02), biases
+    0; BN scale 1, shift 0 (tf.contrib.layers.batch_norm's)."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.trunc_normal_(m.weight, 0.0, 0.02, -0.04, 0.04)
+    elif isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)):
+        nn.init.zeros_(m.bias)
+
+
+class MetzGenerator(nn.Module):
+    """Metz et al.'s stacked-MNIST generator (PacGAN model.py generator()): z -> linear 4x4x64 -> 3x3 stride-2
+    transposed convs to 7x7x32, 14x14x16, 28x28x8, BN + ReLU after each of these four -> 3x3 conv to 3 channels,
+    tanh. Transposed convs pad 1 (and add 1 on the far side to reach 14 and 28) where TensorFlow's SAME pads."""
+
+    def __init__(self, z_dim, channels=3):
+        super().__init__()
+        self.project = nn.Linear(z_dim, 64 * 4 * 4)
+        layers = [nn.BatchNorm2d(64), nn.ReLU(True)]
+        for c_in, c_out, extra in ((64, 32, 0), (32, 16, 1), (16, 8, 1)):  # 4 -> 7 -> 14 -> 28
+            layers += [nn.ConvTranspose2d(c_in, c_out, 3, 2, 1, output_padding=extra), nn.BatchNorm2d(c_out),
+                       nn.ReLU(True)]
+        self.net = nn.Sequential(*layers, nn.Conv2d(8, channels, 3, 1, 1), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(self.project(z).view(len(z), 64, 4, 4))
+
+
+class MetzDiscriminator(nn.Module):
+    """Metz et al.'s stacked-MNIST discriminator (PacGAN model.py discriminator()): three 3x3 stride-2 convs of
+    widths w, 2w, 4w (28 -> 14 -> 7 -> 4), each BN (the first too) + LeakyReLU(0.3), then a linear logit."""
+
+    def __init__(self, channels=3, width=2):
+        super().__init__()
+        layers, c_in = [], channels
+        for c_out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.3, True)]
+            c_in = c_out
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(4 * width * 4 * 4, 1))
+
+    def forward(self, x):
+        return self.net(x).flatten()
+
+
+# ------------------------------------------------------------------------------------------------- losses
+def d_loss_real(real_logits, loss):
+    """The real-data half of L_D: the part of f that G reaches only through theta_D^K(theta_G) (eq. 12)."""
+    if loss in ("gan", "mm"):  # -log D(x)
+        return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    if loss == "lsgan":
+        return ((real_logits - 1) ** 2).mean()
+    if loss == "hinge":
+        return F.relu(1 - real_logits).mean()
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def d_loss(real_logits, fake_logits, loss):
+    """Discriminator loss L_D = -f (eq. 1 for gan/mm), a mean over the batch of each half."""
+    if loss in ("gan", "mm"):  # -log(1 - D(G(z)))
+        fake_half = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    elif loss == "lsgan":
+        fake_half = (fake_logits ** 2).mean()
+    elif loss == "hinge":
+        fake_half = F.relu(1 + fake_logits).mean()
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    return d_loss_real(real_logits, loss) + fake_half
+
+
+def g_loss(fake_logits, loss):
+    """Generator loss, a mean over the batch."""
+    if loss == "gan":  # eq. (5), non-saturating: -log D(G(z))
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if loss == "mm":  # saturating minimax: log(1 - D(G(z))) = -softplus(phi)
+        return -F.softplus(fake_logits).mean()
+    if loss == "lsgan":  # eq. (9)
+        return ((fake_logits - 1) ** 2).mean()
+    if loss == "hinge":
+        return -fake_logits.mean()
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def d_score(logits, loss):
+    """What to log as D(x): the mean probability for the log-losses, the mean raw output otherwise."""
+    return torch.sigmoid(logits).mean() if loss in ("gan", "mm") else logits.mean()
+
+
+# ------------------------------------------------------------------------------------- the unroll (eqs. 6-12)
+
+
+def adam_state(optimizer, params):
+    """An optimizer's live Adam state per parameter name, as adam_step takes it (zeros before its first step).
+    These are the live tensors, read and never written; .get() so that not even an empty entry is added."""
+    unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if optimizer.param_groups[0].get(k)]
+    if len(optimizer.param_groups) != 1 or unsupported or not isinstance(optimizer, torch.optim.Adam):
+        extra = ", " + ", ".join(unsupported) if unsupported else ""
+        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has "
+                         f"{len(optimizer.param_groups)} group(s){extra}")
+    state = {}
+    for name, p in params.items():
+        live = optimizer.state.get(p) or {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        state[name] = {"step": float(live["step"]), "exp_avg": live["exp_avg"], "exp_avg_sq": live["exp_avg_sq"]}
+    return state
+
+
+def adam_step(params, grads, state, lr, betas, eps):
+    """One step of torch.optim.Adam (Kingma & Ba 2015, Alg. 1 with bias correction; no weight decay, no amsgrad)
+    as a pure function on dicts of tensors keyed by parameter name: returns (new_params, new_state), writes nothing,
+    and is differentiable w.r.t. params, grads and state. The operations are those of torch's single-tensor Adam."""
+    beta1, beta2 = betas
+    new_params, new_state = {}, {}
+    for name, p in params.items():
+        g, step = grads[name], state[name]["step"] + 1
+        m = state[name]["exp_avg"].lerp(g, 1 - beta1)
+        v = torch.addcmul(state[name]["exp_avg_sq"] * beta2, g, g, value=1 - beta2)
+        # sqrt'(0) is infinite: clamping at the smallest normal number keeps G's gradient finite where D's gradient
+        # has been exactly 0 so far, and changes no value that survives the "+ eps"
+        denom = v.clamp_min(torch.finfo(v.dtype).tiny).sqrt() / (1 - beta2 ** step) ** 0.5 + eps
+        new_params[name] = torch.addcdiv(p, m, denom, value=-lr / (1 - beta1 ** step))
+        new_state[name] = {"step": step, "exp_avg": m, "exp_avg_sq": v}
+    return new_params, new_state
+
+
+def unrolled_generator_loss(D, optimizer, real, fake, loss, unroll_steps, first_order=False):
+    """f_K (eq. 9) as G minimizes it, differentiable w.r.t. fake = G(z): D is unrolled `unroll_steps` steps of its
+    own Adam (eqs. 6-7) from its live parameters and optimizer state, on this minibatch, and G's loss is taken at
+    theta_D^K. The graph runs through every unrolled step (both terms of eq. 12); with first_order, theta_D^K is a
+    constant for G (only the first term). BatchNorm uses batch statistics as in D's own step; the running
+    statistics it updates are those of a copy, so D's live buffers are never written."""
+    params = dict(D.named_parameters())
+    buffers = {name: b.clone() for name, b in D.named_buffers()}
+    state, group = adam_state(optimizer, params), optimizer.param_groups[0]
+    unroll_fake = fake.detach() if first_order else fake
+    for _ in range(unroll_steps):
+        real_logits, fake_logits = (functional_call(D, (params, buffers), (x,)) for x in (real, unroll_fake))
+        grads = torch.autograd.grad(d_loss(real_logits, fake_logits, loss), list(params.values()),
+                                    create_graph=not first_order)
+        params, state = adam_step(params, dict(zip(params, grads)), state, group["lr"], group["betas"],
+                                  group["eps"])  # eq. (7)
+    if first_order:
+        params = {name: p.detach() for name, p in params.items()}
+    real_logits, fake_logits = (functional_call(D, (params, buffers), (x,)) for x in (real, fake))
+    return g_loss(fake_logits, loss) - d_loss_real(real_logits, loss)  # eq. (9); for --loss mm exactly f of eq. (1)
+
+
+def wall_clock(device):
+    """time.perf_counter() once the device has run its queued work (CUDA and MPS run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
+
+
+# ========================================================================================== the training loop
+def main(argv=None):
+    args, ckpt = parse_args(argv)
+    device = pick_device(args.device)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.benchmark = not args.torch_deterministic
+    dataset, channels = training_data(args)
+
+    # networks and optimizers (G first, then D: the same seed gives the same initial weights)
+    if args.arch == "metz":  # the paper's stacked-MNIST networks
+        G = MetzGenerator(args.z_dim, channels).to(device)
+        D = MetzDiscriminator(channels, METZ_D_WIDTH[args.d_size]).to(device)
+        init = metz_init
+    else:
+        batch_norm = args.loss != "lsgan"  # the lens paper trains LSGAN without BN (Sec. 2.4)
+        G = Generator(args.z_dim, channels, args.image_size, args.ngf, batch_norm).to(device)
+        D = Discriminator(channels, args.image_size, args.ndf, batch_norm).to(device)
+        init = dcgan_init
+    G.apply(init)
+    D.apply(init)
+    models = {"G": G, "D": D}
+    optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
+                  "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
+
+    unroll_ms = 0.0  # the unroll's wall time per unrolled step, measured on log steps only
+
+    run = Run(args, ckpt, dataset, device, models, optimizers)  # EMA, resume, evaluator (the skeleton's class Run)
+    if args.generate or args.evaluate:
+        return run.use_checkpoint()
+    with run:  # the run directory and its files, Ctrl-C; the last checkpoint, and every file closed at the end
+        for step in run.steps():
+            # n_critic discriminator updates on fresh real batches; on the last one G's unrolled step (eq. 10) and
+            # D's ordinary step (eq. 11) share the minibatch and both start from this (theta_G, theta_D)
+            for i in range(args.n_critic):
+                real = next(run.batches)
+                last = i == args.n_critic - 1
+                with torch.set_grad_enabled(last):
+                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
+                if last:  # before D's step: the unroll starts from D's live parameters and Adam state
+                    # timing waits for the device: only at log steps
+                    timed = (step + 1) % args.log_every == 0 or step + 1 == args.total_steps
+                    unroll_start = wall_clock(device) if timed else 0.0
+                    loss_g_unrolled = unrolled_generator_loss(D, optimizers["D"], real, fake, args.loss,
+                                                              args.unroll_steps, args.first_order)
+                    optimizers["G"].zero_grad(set_to_none=True)
+                    loss_g_unrolled.backward(inputs=list(G.parameters()))  # eq. (12); D's .grad is left alone
+                    loss_g_unrolled, fake = loss_g_unrolled.detach(), fake.detach()  # free the unrolled graph now
+                    if timed:
+                        unroll_ms = 1000 * (wall_clock(device) - unroll_start) / max(args.unroll_steps, 1)
+                real_logits, fake_logits = D(real), D(fake)
+                loss_d = d_loss(real_logits, fake_logits, args.loss)
+                optimizers["D"].zero_grad(set_to_none=True)
+                loss_d.backward()
+                optimizers["D"].step()  # eq. (11)
+            optimizers["G"].step()  # eq. (10)
+            losses = {"d_loss": loss_d, "g_loss": g_loss(fake_logits, args.loss), "g_unrolled_loss": loss_g_unrolled,
+                      "d_real": d_score(real_logits, args.loss), "d_fake": d_score(fake_logits, args.loss),
+                      "unroll_ms": loss_d.new_full((), unroll_ms)}  # a fill, not a host-to-device copy (a wait)
+            run.log_step(losses)  # then EMA, logs, samples, evaluation, checkpoints
+    return run.summary()
+
+
+# ===== everything below this line is the same in every cleangan script: the shared skeleton =============
+# (its text is one, character for character, in gan.py, lens_gan.py, aw_gan.py, reg_gan.py, unrolled_gan.py and
+# wgan_gp.py: tests/test_skeleton.py; a fix made here is made in all six)
+
+
+# ------------------------------------------------------------------------------------------ flags and errors
+def parse_args(argv=None):
+    """The shared flags (with this method's SHARED_FLAG_CHANGES), then the method's own (add_method_flags), checked
+    (check_method_flags); with --resume the checkpoint, whose flags are the defaults. Returns (args, checkpoint)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.error = fail  # one error line instead of argparse's usage dump
+
+    def add(option, **spec):  # a shared flag, with this method's own default, help or choices where it has them
+        p.add_argument(option, **spec | SHARED_FLAG_CHANGES.get(option[2:].replace("-", "_"), {}))
+
+    add("--exp-name", default=Path(__file__).stem, help="name of the experiment (part of the run directory)")
+    add("--seed", type=int, default=1, help="seed of the experiment")
+    add("--torch-deterministic", action=flag, default=True,
+        help="set torch.backends.cudnn.deterministic (and disable cudnn.benchmark)")
+    add("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    add("--track", action=flag, default=False, help="log to Weights & Biases")
+    add("--wandb-project-name", default="cleangan", help="wandb project")
+    add("--wandb-entity", default=None, help="wandb entity (team)")
+    add("--out-dir", default="runs", help="parent folder of the run directories")
+    add("--resume", default=None,
+        help="checkpoint.pt to continue from; auto: the newest run of the same dataset/exp-name/seed")
+    add("--dataset", default="cifar10", choices=tuple(DATA_FILES),
+        help="training data (folder: an ImageFolder tree at --data-root)")
+    add("--data-root", default="data", help="dataset folder (downloads go here)")
+    add("--download", action=flag, default=True, help="download the dataset if missing")
+    add("--image-size", type=int, default=32, choices=(16, 32, 64, 128, 256), help="image side")
+    add("--num-workers", type=whole, default=2, help="data loader processes (decoding once when in memory)")
+    add("--stream-data", action=flag, default=False,
+        help="stream batches from disk even when the data fits in memory (IN_MEMORY_LIMIT)")
+    add("--total-steps", type=natural, default=100_000, help="generator updates")
+    add("--batch-size", type=natural, default=64, help="images per batch of D and of G")
+    add("--lr-g", type=number(float, 0, strict=True), default=2e-4, help="generator learning rate")
+    add("--lr-d", type=number(float, 0, strict=True), default=2e-4, help="discriminator learning rate")
+    add("--beta1", type=number(float, 0, 1), default=0.5, help="Adam beta1")
+    add("--beta2", type=number(float, 0, 1), default=0.999, help="Adam beta2")
+    add("--n-critic", type=natural, default=1, help="discriminator updates per generator update")
+    add("--z-dim", type=natural, default=100, help="latent dimension")
+    add("--log-every", type=natural, default=100, help="steps between metrics lines")
+    add("--sample-every", type=whole, default=1000, help="steps between sample grids (0: at the end)")
+    add("--eval-every", type=whole, default=0, help="steps between evaluations (0 = none)")
+    add("--fid-samples", type=natural, default=10_000, help="generated (and reference) images per FID")
+    add("--fid-weights", default=None,
+        help="local pt_inception-2015-12-05-6726825d.pth (default: torch.hub)")
+    add("--fid", action=flag, default=True, help="FID and IS at --eval-every / --evaluate (need the "
+        "Inception weights); --no-fid: the classifier metrics only (mnist family)")
+    add("--classifier-samples", type=natural, default=26_000,
+        help="samples of the MNIST-classifier metrics (mnist family; Metz et al.: 26,000)")
+    add("--checkpoint-every", type=whole, default=1000,
+        help="steps between checkpoints (0: only the one always written at the end)")
+    add("--ema-decay", type=number(float, 0, 1), default=0.0,
+        help="EMA of G's weights, used for samples and FID (0 = off; sngan.pytorch: 0.999)")
+    add("--generate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
+        help="with --resume, no training: write N samples (default 50,000) as PNGs to --generate-dir")
+    add("--generate-dir", default=None, help="new folder for --generate (default: in the run directory)")
+    add("--evaluate", type=natural, nargs="?", const=50_000, default=None, metavar="N",
+        help="with --resume, no training: FID and IS of N samples (default 50,000) against N real images")
+    add_method_flags(p, argv)
+    ckpt = checkpoint_defaults(p, argv)
+    args = p.parse_args(argv)
     if (args.generate or args.evaluate) and not args.resume:
         p.error(f"--{'generate' if args.generate else 'evaluate'} N needs --resume CHECKPOINT")
     if args.generate_dir and not args.generate:
@@ -154,6 +455,7 @@ def parse_args(argv=None):
         p.error(f"--no-fid leaves nothing to evaluate on {args.dataset} (classifier metrics: mnist, stacked-mnist)")
     if args.track and not importlib.util.find_spec("wandb"):
         p.error("--track needs wandb: pip install wandb")
+    check_method_flags(p, args)
     check_resume(args, ckpt)
     return args, ckpt
 
@@ -175,6 +477,18 @@ def number(cast, low, high=math.inf, strict=False):
         return value
     parse.__name__ = cast.__name__  # argparse's "invalid int value"
     return parse
+
+
+
+# argparse types of the flags: --x / --no-x, an int > 0, an int >= 0
+flag, natural, whole = argparse.BooleanOptionalAction, number(int, 0, strict=True), number(int, 0)
+
+
+def reason(e, last=False):
+    """An exception in one line: an OS error's reason, else its message's first (or last) line, else its type."""
+    lines = str(e).strip().splitlines()
+    return getattr(e, "strerror", None) or (lines[-1 if last else 0] if lines else type(e).__name__)
+
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -294,225 +608,17 @@ def infinite_batches(dataset, images, args, device, start=0):
         epoch, skip = epoch + 1, 0
 
 
-# ------------------------------------------------------------------------------------------------ networks
-def dcgan_init(m):
-    """DCGAN initialisation (Radford et al. 2016, Sec. 4): weights N(0, 0.02), BN scales N(1, 0.02)."""
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(m.weight, 0.0, 0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
 
 
-class Generator(nn.Module):
-    """DCGAN generator (lens paper Fig. 3): z -> 4x4 -> ... -> S x S by 4x4 stride-2 transposed convs,
-    BN + ReLU, tanh output. The width halves at each upsampling and ends at ngf."""
-
-    def __init__(self, z_dim, channels, image_size, ngf=64, batch_norm=True):
-        super().__init__()
-        norm = nn.BatchNorm2d if batch_norm else nn.Identity
-        n_up = int(math.log2(image_size)) - 2
-        width = ngf * 2 ** (n_up - 1)
-        layers = [nn.ConvTranspose2d(z_dim, width, 4, 1, 0, bias=not batch_norm), norm(width), nn.ReLU(True)]
-        for _ in range(n_up - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not batch_norm), norm(width // 2),
-                       nn.ReLU(True)]
-            width //= 2
-        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.net(z.view(len(z), -1, 1, 1))
+def training_data(args):
+    """The training set (make_dataset) and its images' channels; one error line when a batch does not fit in it."""
+    dataset = make_dataset(args)
+    if len(dataset) < args.batch_size:
+        fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
+    return dataset, image_at(dataset, 0, args).shape[0]
 
 
-class Discriminator(nn.Module):
-    """DCGAN discriminator (lens paper Fig. 3): 4x4 stride-2 convs with LeakyReLU(0.2), BN except on the
-    first layer, down to 4x4, then a 4x4 conv to one logit per image."""
-
-    def __init__(self, channels, image_size, ndf=64, batch_norm=True):
-        super().__init__()
-        norm = nn.BatchNorm2d if batch_norm else nn.Identity
-        layers, width = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
-        for _ in range(int(math.log2(image_size)) - 3):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=not batch_norm), norm(width * 2),
-                       nn.LeakyReLU(0.2, True)]
-            width *= 2
-        layers += [nn.Conv2d(width, 1, 4, 1, 0)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x).flatten()
-
-
-# Metz et al.'s stacked-MNIST setting (PacGAN's config.py: z_dim, gen/disc_learning_rate, beta1/2, batch_size)
-METZ_DEFAULTS = {"z_dim": 256, "lr_g": 1e-4, "lr_d": 2e-4, "beta2": 0.99, "batch_size": 128, "image_size": 28}
-METZ_D_WIDTH = {"quarter": 2, "half": 4}  # D's first width (then x2, x4): Table 2's D 1/4 and 1/2 of G
-
-
-def metz_init(m):
-    """The initialisers of DCGAN-tensorflow's ops.py, which PacGAN's model.py builds on: conv weights truncated
-    N(0, 0.02) (at 2 std, as tf.truncated_normal_initializer), transposed-conv and linear weights N(0, 0.02), biases
-    0; BN scale 1, shift 0 (tf.contrib.layers.batch_norm's)."""
-    if isinstance(m, nn.Conv2d):
-        nn.init.trunc_normal_(m.weight, 0.0, 0.02, -0.04, 0.04)
-    elif isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.ones_(m.weight)
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)):
-        nn.init.zeros_(m.bias)
-
-
-class MetzGenerator(nn.Module):
-    """Metz et al.'s stacked-MNIST generator (PacGAN model.py generator()): z -> linear 4x4x64 -> 3x3 stride-2
-    transposed convs to 7x7x32, 14x14x16, 28x28x8, BN + ReLU after each of these four -> 3x3 conv to 3 channels,
-    tanh. Transposed convs pad 1 (and add 1 on the far side to reach 14 and 28) where TensorFlow's SAME pads."""
-
-    def __init__(self, z_dim, channels=3):
-        super().__init__()
-        self.project = nn.Linear(z_dim, 64 * 4 * 4)
-        layers = [nn.BatchNorm2d(64), nn.ReLU(True)]
-        for c_in, c_out, extra in ((64, 32, 0), (32, 16, 1), (16, 8, 1)):  # 4 -> 7 -> 14 -> 28
-            layers += [nn.ConvTranspose2d(c_in, c_out, 3, 2, 1, output_padding=extra), nn.BatchNorm2d(c_out),
-                       nn.ReLU(True)]
-        self.net = nn.Sequential(*layers, nn.Conv2d(8, channels, 3, 1, 1), nn.Tanh())
-
-    def forward(self, z):
-        return self.net(self.project(z).view(len(z), 64, 4, 4))
-
-
-class MetzDiscriminator(nn.Module):
-    """Metz et al.'s stacked-MNIST discriminator (PacGAN model.py discriminator()): three 3x3 stride-2 convs of
-    widths w, 2w, 4w (28 -> 14 -> 7 -> 4), each BN (the first too) + LeakyReLU(0.3), then a linear logit."""
-
-    def __init__(self, channels=3, width=2):
-        super().__init__()
-        layers, c_in = [], channels
-        for c_out in (width, 2 * width, 4 * width):
-            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.3, True)]
-            c_in = c_out
-        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(4 * width * 4 * 4, 1))
-
-    def forward(self, x):
-        return self.net(x).flatten()
-
-
-# ------------------------------------------------------------------------------------------------- losses
-def d_loss_real(real_logits, loss):
-    """The real-data half of L_D: the part of f that G reaches only through theta_D^K(theta_G) (eq. 12)."""
-    if loss in ("gan", "mm"):  # -log D(x)
-        return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    if loss == "lsgan":
-        return ((real_logits - 1) ** 2).mean()
-    if loss == "hinge":
-        return F.relu(1 - real_logits).mean()
-    raise ValueError(f"unknown loss {loss!r}")
-
-
-def d_loss(real_logits, fake_logits, loss):
-    """Discriminator loss L_D = -f (eq. 1 for gan/mm), a mean over the batch of each half."""
-    if loss in ("gan", "mm"):  # -log(1 - D(G(z)))
-        fake_half = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    elif loss == "lsgan":
-        fake_half = (fake_logits ** 2).mean()
-    elif loss == "hinge":
-        fake_half = F.relu(1 + fake_logits).mean()
-    else:
-        raise ValueError(f"unknown loss {loss!r}")
-    return d_loss_real(real_logits, loss) + fake_half
-
-
-def g_loss(fake_logits, loss):
-    """Generator loss, a mean over the batch."""
-    if loss == "gan":  # eq. (5), non-saturating: -log D(G(z))
-        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    if loss == "mm":  # saturating minimax: log(1 - D(G(z))) = -softplus(phi)
-        return -F.softplus(fake_logits).mean()
-    if loss == "lsgan":  # eq. (9)
-        return ((fake_logits - 1) ** 2).mean()
-    if loss == "hinge":
-        return -fake_logits.mean()
-    raise ValueError(f"unknown loss {loss!r}")
-
-
-def d_score(logits, loss):
-    """What to log as D(x): the mean probability for the log-losses, the mean raw output otherwise."""
-    return torch.sigmoid(logits).mean() if loss in ("gan", "mm") else logits.mean()
-
-
-# ------------------------------------------------------------------------------------------ infrastructure
-def reason(e, last=False):
-    """An exception in one line: an OS error's reason, else its message's first (or last) line, else its type."""
-    lines = str(e).strip().splitlines()
-    return getattr(e, "strerror", None) or (lines[-1 if last else 0] if lines else type(e).__name__)
-
-
-def adam_state(optimizer, params):
-    """An optimizer's live Adam state per parameter name, as adam_step takes it (zeros before its first step).
-    These are the live tensors, read and never written; .get() so that not even an empty entry is added."""
-    unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if optimizer.param_groups[0].get(k)]
-    if len(optimizer.param_groups) != 1 or unsupported or not isinstance(optimizer, torch.optim.Adam):
-        extra = ", " + ", ".join(unsupported) if unsupported else ""
-        raise ValueError(f"adam_step is plain Adam with one parameter group; this optimizer has "
-                         f"{len(optimizer.param_groups)} group(s){extra}")
-    state = {}
-    for name, p in params.items():
-        live = optimizer.state.get(p) or {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-        state[name] = {"step": float(live["step"]), "exp_avg": live["exp_avg"], "exp_avg_sq": live["exp_avg_sq"]}
-    return state
-
-
-def adam_step(params, grads, state, lr, betas, eps):
-    """One step of torch.optim.Adam (Kingma & Ba 2015, Alg. 1 with bias correction; no weight decay, no amsgrad)
-    as a pure function on dicts of tensors keyed by parameter name: returns (new_params, new_state), writes nothing,
-    and is differentiable w.r.t. params, grads and state. The operations are those of torch's single-tensor Adam."""
-    beta1, beta2 = betas
-    new_params, new_state = {}, {}
-    for name, p in params.items():
-        g, step = grads[name], state[name]["step"] + 1
-        m = state[name]["exp_avg"].lerp(g, 1 - beta1)
-        v = torch.addcmul(state[name]["exp_avg_sq"] * beta2, g, g, value=1 - beta2)
-        # sqrt'(0) is infinite: clamping at the smallest normal number keeps G's gradient finite where D's gradient
-        # has been exactly 0 so far, and changes no value that survives the "+ eps"
-        denom = v.clamp_min(torch.finfo(v.dtype).tiny).sqrt() / (1 - beta2 ** step) ** 0.5 + eps
-        new_params[name] = torch.addcdiv(p, m, denom, value=-lr / (1 - beta1 ** step))
-        new_state[name] = {"step": step, "exp_avg": m, "exp_avg_sq": v}
-    return new_params, new_state
-
-
-def unrolled_generator_loss(D, optimizer, real, fake, loss, unroll_steps, first_order=False):
-    """f_K (eq. 9) as G minimizes it, differentiable w.r.t. fake = G(z): D is unrolled `unroll_steps` steps of its
-    own Adam (eqs. 6-7) from its live parameters and optimizer state, on this minibatch, and G's loss is taken at
-    theta_D^K. The graph runs through every unrolled step (both terms of eq. 12); with first_order, theta_D^K is a
-    constant for G (only the first term). BatchNorm uses batch statistics as in D's own step; the running
-    statistics it updates are those of a copy, so D's live buffers are never written."""
-    params = dict(D.named_parameters())
-    buffers = {name: b.clone() for name, b in D.named_buffers()}
-    state, group = adam_state(optimizer, params), optimizer.param_groups[0]
-    unroll_fake = fake.detach() if first_order else fake
-    for _ in range(unroll_steps):
-        real_logits, fake_logits = (functional_call(D, (params, buffers), (x,)) for x in (real, unroll_fake))
-        grads = torch.autograd.grad(d_loss(real_logits, fake_logits, loss), list(params.values()),
-                                    create_graph=not first_order)
-        params, state = adam_step(params, dict(zip(params, grads)), state, group["lr"], group["betas"],
-                                  group["eps"])  # eq. (7)
-    if first_order:
-        params = {name: p.detach() for name, p in params.items()}
-    real_logits, fake_logits = (functional_call(D, (params, buffers), (x,)) for x in (real, fake))
-    return g_loss(fake_logits, loss) - d_loss_real(real_logits, loss)  # eq. (9); for --loss mm exactly f of eq. (1)
-
-
-def wall_clock(device):
-    """time.perf_counter() once the device has run its queued work (CUDA and MPS run asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-    return time.perf_counter()
-
-
+# ------------------------------------------------------------------------- device, random state, checkpoints
 def pick_device(name):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -606,6 +712,8 @@ def check_resume(args, ckpt):
         sys.exit(0)
 
 
+
+# --------------------------------------------------------------------------------------------------- the run
 def new_run_dir(args):
     name = f"{args.dataset}__{args.exp_name}__{args.seed}__{int(time.time())}"
     for n in range(1000):  # runs started in the same second get _1, _2, ...
@@ -655,224 +763,211 @@ def stop_if_non_finite(bad, names, run_dir, saved_step):
              f"stopped, {kept}", code=1)
 
 
-def use_checkpoint(args, G, evaluator, ckpt, device):
-    """--generate N: N samples of G as 8-bit PNGs in a new folder; --evaluate N: FID and IS of N samples against N
-    training images, and on mnist / stacked-mnist the classifier metrics of the same N samples, written to
-    evaluate_step<S>_n<N>.json in the run directory. No training; returns what it measured."""
-    step, run_dir = ckpt["step"], ckpt["path"].parent
-    result = {"checkpoint": str(ckpt["path"]), "step": step}
-    if args.generate:
-        out = Path(args.generate_dir or run_dir / f"generated_step{step:07d}_n{args.generate}")
+
+
+class Run:
+    """Everything around a script's training loop that is the same in every script: the EMA generator, the states a
+    checkpoint holds, resume, the evaluator (built before any file is written), --generate / --evaluate, a new or
+    continued run directory with its files (metrics.jsonl, args.json, samples, TensorBoard, wandb), Ctrl-C (a
+    checkpoint after the step), logging, samples, evaluation, checkpoints and the summary. main() uses it as
+
+        run = Run(args, ckpt, dataset, device, models, optimizers)
+        with run:                             # the run directory is set up; closed however the loop ends
+            for step in run.steps():          # from the checkpoint's step on resume, to --total-steps or Ctrl-C
+                real = next(run.batches)      # the training batches, in [-1, 1] on the device
+                ...                           # the method's updates
+                run.log_step(losses)          # {name: 0-d tensor}: EMA, logs, samples, evaluation, checkpoints
+        return run.summary()
+    """
+
+    def __init__(self, args, ckpt, dataset, device, models, optimizers, grids=None):
+        self.args, self.ckpt, self.dataset, self.device, self.models = args, ckpt, dataset, device, models
+        self.grids = grids or {}  # {name: (network, fixed input)}: sample grids beside G's (the lens's L(x))
+        if args.ema_decay:  # samples and FID come from the average of G's weights
+            models["G_ema"] = copy.deepcopy(models["G"]).requires_grad_(False)
+        self.G_sample = models.get("G_ema", models["G"])
+        self.states = models | {f"opt_{k}": o for k, o in optimizers.items()}  # what a checkpoint holds
         try:
-            fid.save_pngs(fid.samples(G, args.generate, args.z_dim, args.seed, device), out, args.generate)
-        except ValueError as e:  # not an empty folder
-            fail(f"{e} (choose --generate-dir)")
+            for k, state in self.states.items() if ckpt else ():
+                state.load_state_dict(ckpt[k])
+        except Exception as e:
+            fail(f"cannot resume from {ckpt['path']}: {reason(e)}")
+        self.start = ckpt or {"step": 0, "batches_used": 0, "fids": [], "wall_time": 0.0, "rng": rng_state()}
+        self.step, self.batches_used, self.fids = self.start["step"], self.start["batches_used"], self.start["fids"]
+        self.evaluator = None
+        if args.eval_every or args.evaluate:  # Inception, reference statistics, MNIST classifier: before any file
+            try:
+                self.evaluator = fid.Evaluator(dataset, args.dataset, args.data_root, args.image_size, device,
+                                               Path(args.out_dir) / "fid_stats",
+                                               args.fid * (args.evaluate or args.fid_samples),
+                                               args.evaluate or args.classifier_samples, args.fid_weights,
+                                               args.download, args.num_workers)
+            except (fid.FIDWeightsError, ValueError) as e:
+                fail(str(e))
+
+    def use_checkpoint(self):
+        """--generate N: N samples of G as 8-bit PNGs in a new folder; --evaluate N: FID and IS of N samples against N
+        training images, and on mnist / stacked-mnist the classifier metrics of the same N samples, written to
+        evaluate_step<S>_n<N>.json in the run directory. No training; returns what it measured."""
+        args, G, ckpt = self.args, self.G_sample, self.ckpt
+        step, run_dir = ckpt["step"], ckpt["path"].parent
+        result = {"checkpoint": str(ckpt["path"]), "step": step}
+        if args.generate:
+            out = Path(args.generate_dir or run_dir / f"generated_step{step:07d}_n{args.generate}")
+            try:
+                fid.save_pngs(fid.samples(G, args.generate, args.z_dim, args.seed, self.device), out, args.generate)
+            except ValueError as e:  # not an empty folder
+                fail(f"{e} (choose --generate-dir)")
+            except OSError as e:
+                fail(f"cannot write samples to {out}: {reason(e)}")
+            result["generated"] = str(out)
+        if args.evaluate:
+            scores = self.evaluator(G, args.z_dim, args.seed)
+            print(" | ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({args.evaluate} samples, step {step})")
+            result |= scores | {"samples": args.evaluate}
+            path = run_dir / f"evaluate_step{step:07d}_n{args.evaluate}.json"
+            try:
+                path.write_text(json.dumps({k: v for k, v in result.items() if k != "generated"}, indent=2))
+            except OSError as e:
+                fail(f"cannot write {path}: {reason(e)}", code=1)
+            print(f"written to {path}")
+        return result
+
+    def __enter__(self):
+        """The data on the device (when it fits), a new or the continued run directory and its files, Ctrl-C, the
+        batches from where the checkpoint left them, and the training noise from the checkpoint's random state."""
+        args, ckpt = self.args, self.ckpt
+        images = load_images(self.dataset, args)
+        images = images if images is None else images.to(self.device)
+        self.run_dir = run_dir = ckpt["path"].parent if ckpt else new_run_dir(args)
+        try:
+            metrics = run_dir / "metrics.jsonl"  # on resume, lines after the checkpoint's step are logged again
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= self.step))
+            self.metrics_file = open(metrics, "a")
+            (run_dir / "samples").mkdir(exist_ok=True)
+            (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
         except OSError as e:
-            fail(f"cannot write samples to {out}: {reason(e)}")
-        result["generated"] = str(out)
-    if args.evaluate:
-        scores = evaluator(G, args.z_dim, args.seed)
-        print(" | ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({args.evaluate} samples, step {step})")
-        result |= scores | {"samples": args.evaluate}
-        path = run_dir / f"evaluate_step{step:07d}_n{args.evaluate}.json"
+            if not ckpt:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            fail(f"cannot write to {run_dir}: {reason(e)}")
+        if args.track:
+            import wandb
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
+                       dir=str(run_dir), sync_tensorboard=True)
+        self.writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
+        self.fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(self.device)
+        self.ema = "_ema" if args.ema_decay else ""  # metrics of the EMA generator say so in their names
+        self.saved_step, self.interrupted, self.losses, self.logged, self.bad = (
+            self.step if ckpt else None), False, {}, {}, None
+        self.previous_handler = signal.signal(signal.SIGINT, self.on_sigint)
+        self.batches = self.counted(infinite_batches(self.dataset, images, args, self.device, self.batches_used))
+        set_rng_state(self.start["rng"])  # whatever the setup drew (Inception's init, ...), training noise starts here
+        self.start_time = self.last_log_time = time.time()
+        self.last_log_step = self.step
+        print(f"training {args.exp_name} on {args.dataset} ({len(self.dataset)} images, "
+              f"{'streamed' if images is None else 'in memory'}) on {self.device}; run directory {run_dir}")
+        return self
+
+    def counted(self, batches):
+        for batch in batches:
+            self.batches_used += 1  # saved with each checkpoint: a resumed run continues with the next batch
+            yield batch
+
+    def steps(self):
+        """The generator steps still to do: 0-based, from the checkpoint's on resume, to --total-steps or Ctrl-C."""
+        while self.step < self.args.total_steps and not self.interrupted:
+            yield self.step
+
+    def log_step(self, losses):
+        """After a generator update: the step count, EMA, the non-finite check (read only at log steps), logging,
+        samples, evaluation, checkpoints. losses: {name: 0-d tensor} of the step, logged in this order."""
+        args = self.args
+        self.step = step = self.step + 1
+        self.losses = losses
+        if args.ema_decay:
+            ema_update(self.models["G_ema"], self.models["G"], args.ema_decay)
+        values = torch.stack([v.detach().float() for v in losses.values()])  # one device read per log step
+        self.bad = first_non_finite(self.bad, step, values)
+        record = {"step": step}
+        if step % args.log_every == 0 or step == args.total_steps:
+            stop_if_non_finite(self.bad, losses, self.run_dir, self.saved_step)
+            self.logged = dict(zip(losses, values.tolist()))
+            sps = (step - self.last_log_step) / max(time.time() - self.last_log_time, 1e-9)
+            self.last_log_step, self.last_log_time = step, time.time()
+            record |= self.logged | {"sps": sps}
+            eta = datetime.timedelta(seconds=round((args.total_steps - step) / sps))
+            print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in self.logged.items())
+                  + f" | {sps:.2f} steps/s | ETA {eta}", flush=True)
+        if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
+            for name, (net, inputs) in ({"samples": (self.G_sample, self.fixed_z)} | self.grids).items():
+                grid = sample_grid(net, inputs)
+                prefix = "" if name == "samples" else f"{name}_"  # samples/step_*.png, samples/lens_step_*.png, ...
+                save_image(grid, self.run_dir / "samples" / f"{prefix}step_{step:07d}.png")
+                if self.writer:
+                    self.writer.add_image(name, grid, step)
+        if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
+            scores = self.evaluator(self.G_sample, args.z_dim, args.seed, step)
+            if "fid" in scores:
+                self.fids.append(scores["fid"])
+                scores = {"fid": self.fids[-1], "inception_score": scores.pop("is_mean")} | scores
+                scores.pop("is_std", None)
+            record |= {f"{k}{self.ema}": v for k, v in scores.items()}
+            print(f"step {step}: " + " | ".join(f"{k}{self.ema} {v:.4f}" for k, v in scores.items()), flush=True)
+        if len(record) > 1:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+            for k, v in record.items():
+                if self.writer and k != "step":
+                    self.writer.add_scalar(("losses/" if k.endswith("loss") else "charts/") + k, v, step)
+        if args.checkpoint_every and step % args.checkpoint_every == 0:
+            self.checkpoint()
+
+    def checkpoint(self):
+        stop_if_non_finite(self.bad, self.losses, self.run_dir, self.saved_step)  # never save what a NaN touched
         try:
-            path.write_text(json.dumps({k: v for k, v in result.items() if k != "generated"}, indent=2))
+            save_checkpoint(self.run_dir / "checkpoint.pt", {
+                "step": self.step, "batches_used": self.batches_used, "fids": self.fids, "args": vars(self.args),
+                "rng": rng_state(), "wall_time": self.start["wall_time"] + time.time() - self.start_time}
+                | {k: s.state_dict() for k, s in self.states.items()})
         except OSError as e:
-            fail(f"cannot write {path}: {reason(e)}", code=1)
-        print(f"written to {path}")
-    return result
+            kept = f"the last one is of step {self.saved_step}" if self.saved_step else "none was written"
+            fail(f"cannot write {self.run_dir / 'checkpoint.pt'}: {reason(e)}; {kept}", code=1)
+        self.saved_step = self.step
 
-
-def main(argv=None):
-    args, ckpt = parse_args(argv)
-    device = pick_device(args.device)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.backends.cudnn.benchmark = not args.torch_deterministic
-    dataset = make_dataset(args)
-    if len(dataset) < args.batch_size:
-        fail(f"--batch-size {args.batch_size} is larger than the dataset ({len(dataset)} images)")
-    channels = image_at(dataset, 0, args).shape[0]
-
-    # ALGO LOGIC: networks and optimizers (G first, then D: the same seed gives the same initial weights)
-    if args.arch == "metz":  # the paper's stacked-MNIST networks
-        G = MetzGenerator(args.z_dim, channels).to(device)
-        D = MetzDiscriminator(channels, METZ_D_WIDTH[args.d_size]).to(device)
-        init = metz_init
-    else:
-        batch_norm = args.loss != "lsgan"  # the lens paper trains LSGAN without BN (Sec. 2.4)
-        G = Generator(args.z_dim, channels, args.image_size, args.ngf, batch_norm).to(device)
-        D = Discriminator(channels, args.image_size, args.ndf, batch_norm).to(device)
-        init = dcgan_init
-    G.apply(init)
-    D.apply(init)
-    models = {"G": G, "D": D}
-    optimizers = {"G": torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2)),
-                  "D": torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))}
-
-    unroll_ms = 0.0  # the unroll's wall time per unrolled step, measured on log steps only
-
-    # TRY NOT TO MODIFY: the EMA generator, the checkpoint's states, evaluation, a new or continued run directory
-    if args.ema_decay:  # samples and FID come from the average of G's weights
-        models["G_ema"] = copy.deepcopy(G).requires_grad_(False)
-    G_sample = models.get("G_ema", G)
-    states = models | {f"opt_{k}": o for k, o in optimizers.items()}  # what a checkpoint holds
-    try:
-        for k, state in states.items() if ckpt else ():
-            state.load_state_dict(ckpt[k])
-    except Exception as e:
-        fail(f"cannot resume from {ckpt['path']}: {reason(e)}")
-    start = ckpt or {"step": 0, "batches_used": 0, "fids": [], "wall_time": 0.0, "rng": rng_state()}
-    evaluator = None
-    if args.eval_every or args.evaluate:  # Inception, reference statistics, MNIST classifier: before any file
-        try:
-            evaluator = fid.Evaluator(dataset, args.dataset, args.data_root, args.image_size, device,
-                                      Path(args.out_dir) / "fid_stats", args.fid * (args.evaluate or args.fid_samples),
-                                      args.evaluate or args.classifier_samples, args.fid_weights, args.download,
-                                      args.num_workers)
-        except (fid.FIDWeightsError, ValueError) as e:
-            fail(str(e))
-    if args.generate or args.evaluate:
-        return use_checkpoint(args, G_sample, evaluator, ckpt, device)
-    images = load_images(dataset, args)
-    images = images if images is None else images.to(device)
-    run_dir = ckpt["path"].parent if ckpt else new_run_dir(args)
-    step, batches_used, fids = start["step"], start["batches_used"], start["fids"]
-    try:
-        metrics = run_dir / "metrics.jsonl"  # on resume, lines after the checkpoint's step are logged again
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        metrics.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= step))
-        metrics_file = open(metrics, "a")
-        (run_dir / "samples").mkdir(exist_ok=True)
-        (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    except OSError as e:
-        if not ckpt:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        fail(f"cannot write to {run_dir}: {reason(e)}")
-    if args.track:
-        import wandb
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_dir.name,
-                   dir=str(run_dir), sync_tensorboard=True)
-    writer = SummaryWriter(str(run_dir)) if SummaryWriter else None
-    fixed_z = torch.randn(64, args.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    ema = "_ema" if args.ema_decay else ""  # metrics of the EMA generator say so in their names
-    saved_step, interrupted, losses, logged, bad = (step if ckpt else None), False, {}, {}, None
-
-    def checkpoint():
-        nonlocal saved_step
-        stop_if_non_finite(bad, losses, run_dir, saved_step)  # never save weights that a non-finite step touched
-        try:
-            save_checkpoint(run_dir / "checkpoint.pt", {
-                "step": step, "batches_used": batches_used, "fids": fids, "args": vars(args), "rng": rng_state(),
-                "wall_time": start["wall_time"] + time.time() - start_time}
-                | {k: s.state_dict() for k, s in states.items()})
-        except OSError as e:
-            kept = f"the last one is of step {saved_step}" if saved_step else "none was written"
-            fail(f"cannot write {run_dir / 'checkpoint.pt'}: {reason(e)}; {kept}", code=1)
-        saved_step = step
-
-    def on_sigint(*_):
-        nonlocal interrupted
-        if interrupted:
+    def on_sigint(self, *_):
+        if self.interrupted:
             raise KeyboardInterrupt  # second Ctrl-C: abort at once
-        interrupted = True
+        self.interrupted = True
         print("Ctrl-C: saving a checkpoint after this step (press again to abort)", file=sys.stderr, flush=True)
 
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    batches = infinite_batches(dataset, images, args, device, start=batches_used)
-    set_rng_state(start["rng"])  # whatever the setup drew (Inception's init, ...), training noise starts here
-    start_time = last_log_time = time.time()
-    last_log_step = step
-    print(f"training {args.exp_name} on {args.dataset} ({len(dataset)} images, "
-          f"{'streamed' if images is None else 'in memory'}) on {device}; run directory {run_dir}")
-    try:
-        while step < args.total_steps and not interrupted:
-            # ALGO LOGIC: n_critic discriminator updates on fresh real batches; on the last one G's unrolled step
-            # (eq. 10) and D's ordinary step (eq. 11) share the minibatch and both start from this (theta_G, theta_D)
-            for i in range(args.n_critic):
-                real = next(batches)
-                batches_used += 1
-                last = i == args.n_critic - 1
-                with torch.set_grad_enabled(last):
-                    fake = G(torch.randn(args.batch_size, args.z_dim, device=device))
-                if last:  # before D's step: the unroll starts from D's live parameters and Adam state
-                    # timing waits for the device: only at log steps
-                    timed = (step + 1) % args.log_every == 0 or step + 1 == args.total_steps
-                    unroll_start = wall_clock(device) if timed else 0.0
-                    loss_g_unrolled = unrolled_generator_loss(D, optimizers["D"], real, fake, args.loss,
-                                                              args.unroll_steps, args.first_order)
-                    optimizers["G"].zero_grad(set_to_none=True)
-                    loss_g_unrolled.backward(inputs=list(G.parameters()))  # eq. (12); D's .grad is left alone
-                    loss_g_unrolled, fake = loss_g_unrolled.detach(), fake.detach()  # free the unrolled graph now
-                    if timed:
-                        unroll_ms = 1000 * (wall_clock(device) - unroll_start) / max(args.unroll_steps, 1)
-                real_logits, fake_logits = D(real), D(fake)
-                loss_d = d_loss(real_logits, fake_logits, args.loss)
-                optimizers["D"].zero_grad(set_to_none=True)
-                loss_d.backward()
-                optimizers["D"].step()  # eq. (11)
-            optimizers["G"].step()  # eq. (10)
-            step += 1
-            losses = {"d_loss": loss_d, "g_loss": g_loss(fake_logits, args.loss), "g_unrolled_loss": loss_g_unrolled,
-                     "d_real": d_score(real_logits, args.loss), "d_fake": d_score(fake_logits, args.loss),
-                      "unroll_ms": loss_d.new_full((), unroll_ms)}  # a fill, not a host-to-device copy (a wait)
+    def __exit__(self, error, *_):
+        """The last checkpoint when the loop ended (--total-steps or Ctrl-C); Ctrl-C's handler back and every file
+        closed however it ended."""
+        try:
+            if error is None:
+                self.checkpoint()
+        finally:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.metrics_file.close()
+            if self.writer:
+                self.writer.close()
+            if self.args.track:
+                import wandb
+                wandb.finish()
 
-            # TRY NOT TO MODIFY: EMA, the non-finite check (read only at log steps), logging, samples, evaluation
-            if args.ema_decay:
-                ema_update(models["G_ema"], G, args.ema_decay)
-            values = torch.stack([v.detach().float() for v in losses.values()])  # one device read per log step
-            bad = first_non_finite(bad, step, values)
-            record = {"step": step}
-            if step % args.log_every == 0 or step == args.total_steps:
-                stop_if_non_finite(bad, losses, run_dir, saved_step)
-                logged = dict(zip(losses, values.tolist()))
-                sps = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
-                last_log_step, last_log_time = step, time.time()
-                record |= logged | {"sps": sps}
-                eta = datetime.timedelta(seconds=round((args.total_steps - step) / sps))
-                print(f"step {step}/{args.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in logged.items())
-                      + f" | {sps:.2f} steps/s | ETA {eta}", flush=True)
-            if (args.sample_every and step % args.sample_every == 0) or step == args.total_steps:
-                grid = sample_grid(G_sample, fixed_z)
-                save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
-                if writer:
-                    writer.add_image("samples", grid, step)
-            if args.eval_every and (step % args.eval_every == 0 or step == args.total_steps):
-                scores = evaluator(G_sample, args.z_dim, args.seed, step)
-                if "fid" in scores:
-                    fids.append(scores["fid"])
-                    scores = {"fid": fids[-1], "inception_score": scores.pop("is_mean")} | scores
-                    scores.pop("is_std", None)
-                record |= {f"{k}{ema}": v for k, v in scores.items()}
-                print(f"step {step}: " + " | ".join(f"{k}{ema} {v:.4f}" for k, v in scores.items()), flush=True)
-            if len(record) > 1:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                for k, v in record.items():
-                    if writer and k != "step":
-                        writer.add_scalar(("losses/" if k.endswith("loss") else "charts/") + k, v, step)
-            if args.checkpoint_every and step % args.checkpoint_every == 0:
-                checkpoint()
-        checkpoint()
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-        metrics_file.close()
-        if writer:
-            writer.close()
-        if args.track:
-            wandb.finish()
-
-    summary = {"run_dir": str(run_dir), "step": step, **logged, "fid": fids[-1] if fids else None,
-               "best_fid": min(fids, default=None), "fid_of": "G_ema" if ema else "G",
-               "wall_time": start["wall_time"] + time.time() - start_time}  # all parts
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if interrupted:
-        print(f"interrupted at step {step}; checkpoint saved, continue with --resume {run_dir / 'checkpoint.pt'}",
-              file=sys.stderr)
-        sys.exit(130)
-    return summary
+    def summary(self):
+        """summary.json, which main returns; after Ctrl-C, how to continue, and exit code 130."""
+        summary = {"run_dir": str(self.run_dir), "step": self.step, **self.logged,
+                   "fid": self.fids[-1] if self.fids else None, "best_fid": min(self.fids, default=None),
+                   "fid_of": "G_ema" if self.ema else "G",
+                   "wall_time": self.start["wall_time"] + time.time() - self.start_time}  # all parts
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.interrupted:
+            print(f"interrupted at step {self.step}; checkpoint saved, continue with --resume "
+                  f"{self.run_dir / 'checkpoint.pt'}", file=sys.stderr)
+            sys.exit(130)
+        return summary
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Bit-identity of the six image scripts across a change: the same training, the same samples, the same numbers.
 
-Runs each script of a checkout from a fixed seed on the offline MNIST (stacked MNIST for unrolled_gan.py) for a few
-dozen CPU steps with the classifier metrics on (--no-fid), an EMA generator, and a resume in the middle; then
---generate (PNG bytes) and --evaluate (numbers) from the final checkpoint. Writes what it saw to OUT/<script>.pt;
+Runs each script of a checkout (and unrolled_gan.py --arch metz, the paper's own networks) from a fixed seed on the
+offline MNIST (stacked MNIST for unrolled_gan.py) for a few dozen CPU steps with the classifier metrics on
+(--no-fid), an EMA generator, and a resume in the middle; then --generate (PNG bytes) and --evaluate (numbers) from
+the final checkpoint. Writes what it saw to OUT/<script>.pt;
 --compare A B says, script by script, whether every logged number of metrics.jsonl (timings aside), every tensor of
 the final checkpoint (models, optimizers, RNG states), every PNG byte and every --evaluate number is identical.
 
@@ -28,6 +29,19 @@ SCRIPTS = {
     "reg_gan.py": [],
     "unrolled_gan.py": ["--dataset", "stacked-mnist", "--unroll-steps", "2"],
     "wgan_gp.py": ["--n-critic", "2"],
+    # Metz et al.'s stacked-MNIST networks: their own size and widths, so not COMMON's
+    "unrolled_gan.py --arch metz": [
+        "--arch",
+        "metz",
+        "--dataset",
+        "stacked-mnist",
+        "--batch-size",
+        "16",
+        "--unroll-steps",
+        "2",
+        "--exp-name",
+        "unrolled_gan_metz",
+    ],
 }
 COMMON = [
     "--dataset",
@@ -97,10 +111,15 @@ def run(root, script, flags):
 def record(root, out, data_root, script, steps):
     """Train `steps` // 2 steps, resume to `steps`, generate and evaluate; what came out, as plain values."""
     runs = out / "runs"  # one folder: the MNIST classifier is trained (or copied) once, into runs/fid_stats
-    flags = COMMON + SCRIPTS[script] + ["--out-dir", str(runs), "--data-root", data_root]
+    common = COMMON
+    if "--arch metz" in script:  # the paper's networks have their own image size and widths
+        common = [f for i, f in enumerate(COMMON) if not {f, COMMON[i - 1]} & {"--image-size", "--ngf", "--ndf"}]
+    flags = common + SCRIPTS[script] + ["--out-dir", str(runs), "--data-root", data_root]
+    exp = flags[flags.index("--exp-name") + 1] if "--exp-name" in flags else Path(script.split()[0]).stem
+    script = script.split()[0]
     run(root, script, flags + ["--total-steps", str(steps // 2)])
     run(root, script, flags + ["--total-steps", str(steps), "--resume", "auto"])
-    (run_dir,) = runs.glob(f"*__{Path(script).stem}__3__*")
+    (run_dir,) = runs.glob(f"*__{exp}__3__*")
     ckpt = run_dir / "checkpoint.pt"
     png = run_dir / "png"
     run(root, script, ["--resume", str(ckpt), "--generate", "20", "--generate-dir", str(png), "--device", "cpu"])
@@ -119,6 +138,10 @@ def record(root, out, data_root, script, steps):
     }
 
 
+def record_name(script):
+    return script.replace(" --", "_").replace(" ", "_") + ".pt"
+
+
 def same(a, b):
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
@@ -128,11 +151,11 @@ def same(a, b):
 def compare(a_dir, b_dir):
     ok = True
     for script in SCRIPTS:
-        if not all((Path(d) / f"{script}.pt").exists() for d in (a_dir, b_dir)):
-            print(f"{script:16s} not in both records")
+        if not all((Path(d) / f"{record_name(script)}").exists() for d in (a_dir, b_dir)):
+            print(f"{script:27s} not in both records")
             ok = False
             continue
-        a, b = (torch.load(Path(d) / f"{script}.pt", weights_only=False) for d in (a_dir, b_dir))
+        a, b = (torch.load(Path(d) / record_name(script), weights_only=False) for d in (a_dir, b_dir))
         keys = set(a["states"]) | set(b["states"])
         differ = sorted(k for k in keys if not same(a["states"].get(k), b["states"].get(k)))
         lines = sum(len(m) - 1 for m in a["metrics"])
@@ -144,10 +167,10 @@ def compare(a_dir, b_dir):
             == b["evaluate"],
         }
         for what, equal in checks.items():
-            print(f"{script:16s} {what:60s} {'identical' if equal else 'DIFFERENT'}")
+            print(f"{script:27s} {what:60s} {'identical' if equal else 'DIFFERENT'}")
             ok &= equal
         if differ:
-            print(f"{script:16s} differing checkpoint entries: {differ[:8]}")
+            print(f"{script:27s} differing checkpoint entries: {differ[:8]}")
     print("all identical" if ok else "NOT identical")
     return ok
 
@@ -172,7 +195,7 @@ def main():
         shutil.copy(cached, out / "runs" / "fid_stats")
     for script in args.scripts:
         result = record(Path(args.root).resolve(), out, str(Path(args.data_root).resolve()), script, args.steps)
-        torch.save(result, out / f"{script}.pt")
+        torch.save(result, out / record_name(script))
         print(f"{script}: recorded", flush=True)
 
 
