@@ -467,7 +467,6 @@ def number(cast, low, high=math.inf, strict=False):
     return parse
 
 
-
 # argparse types of the flags: --x / --no-x, an int > 0, an int >= 0
 flag, natural, whole = argparse.BooleanOptionalAction, number(int, 0, strict=True), number(int, 0)
 
@@ -476,7 +475,6 @@ def reason(e, last=False):
     """An exception in one line: an OS error's reason, else its message's first (or last) line, else its type."""
     lines = str(e).strip().splitlines()
     return getattr(e, "strerror", None) or (lines[-1 if last else 0] if lines else type(e).__name__)
-
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -596,8 +594,6 @@ def infinite_batches(dataset, images, args, device, start=0):
         epoch, skip = epoch + 1, 0
 
 
-
-
 def training_data(args):
     """The training set (make_dataset) and its images' channels; one error line when a batch does not fit in it."""
     dataset = make_dataset(args)
@@ -700,7 +696,6 @@ def check_resume(args, ckpt):
         sys.exit(0)
 
 
-
 # --------------------------------------------------------------------------------------------------- the run
 def new_run_dir(args):
     name = f"{args.dataset}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -749,8 +744,6 @@ def stop_if_non_finite(bad, names, run_dir, saved_step):
         kept = f"last good checkpoint: {run_dir / 'checkpoint.pt'} (step {saved_step})" if saved_step else "none yet"
         fail(f"non-finite loss at step {int(first)} ({', '.join(f'{k} {v}' for k, v in zip(names, values))}); "
              f"stopped, {kept}", code=1)
-
-
 
 
 class Run:
