@@ -50,6 +50,23 @@ GROUPS = {
     ),
     # Sajjadi et al. Sec. 4.1 / Fig. 4: LSGAN on MNIST mostly fails without the lens; the paper's lens (32 channels),
     # K = half the run, so that the lens acts for 1,000 steps and training goes on for 1,000 after it
+    # Metz et al. Table 2 in its own setting: the paper's stacked-MNIST networks (unrolled_gan.py --arch metz: 28x28, z
+    # 256, Adam D 2e-4 / G 1e-4 (0.5, 0.99), batch 128), D at 1/4 and 1/2 of G; the non-saturating G loss, as PacGAN's
+    # re-run of K = 0 in this setting; 10,000 steps (the paper's runs are far longer: docs/unrolled_gan.md, the pilot)
+    "unrolled-metz": (
+        "unrolled_gan.py",
+        STACKED + ["--arch", "metz", "--d-size", "quarter", "--loss", "gan", "--classifier-samples", "25600"],
+        {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]},
+        FIVE,
+        "Metz et al. Table 2 (their networks, D 1/4)",
+    ),
+    "unrolled-metz-half": (
+        "unrolled_gan.py",
+        STACKED + ["--arch", "metz", "--d-size", "half", "--loss", "gan", "--classifier-samples", "25600"],
+        {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"]},
+        THREE,
+        "Metz et al. Table 2 (their networks, D 1/2)",
+    ),
     "lens-lsgan": (
         "lens_gan.py",
         MNIST + WIDTH + ["--loss", "lsgan"],
@@ -84,20 +101,24 @@ GROUPS = {
     "references": ("gan.py", MNIST + WIDTH, {"gan": []}, FIVE, "DCGAN"),
     "references-wgan-gp": ("wgan_gp.py", MNIST + WIDTH, {"wgan-gp": []}, THREE, "Gulrajani et al."),
 }
-SEEDS_OF = {("unrolled", "K10"): THREE}  # K = 10 costs 2x K = 5
+SEEDS_OF = {("unrolled", "K10"): THREE, ("unrolled-metz", "K10"): THREE}  # K = 10 costs 2x K = 5
 # aw: 5 D steps per G step with two backward passes each (0.4 steps/s): 500 G steps = 2,500 D steps; WGAN-GP: 5 critic
 # steps per G step
-STEPS_OF = {"aw": 500, "references-wgan-gp": 500}
+STEPS_OF = {"aw": 500, "references-wgan-gp": 500, "unrolled-metz": 10_000, "unrolled-metz-half": 10_000}
+EVALS_OF = {
+    "unrolled-metz": 10,
+    "unrolled-metz-half": 10,
+}  # evaluations per run (default 4): the last three are reported
 METRICS = {"mnist": (("classifier_fd", min), ("class_kl", min)), "stacked-mnist": (("modes", max), ("modes_kl", min))}
 KEPT = ROOT / "docs" / "results" / "runs"  # <group>/<arm>/<seed>/{args.json, metrics.jsonl, summary.json, bench.json}
 KEEP = ("args.json", "metrics.jsonl", "summary.json")
 FLOOR = KEPT / "floor.json"  # what real digits and noise score with the classifier of the kept runs (written by main)
 
 
-def runs(groups):
+def runs(groups, only_arms=None):
     for group in groups:
         script, shared, arms, seeds, _ = GROUPS[group]
-        for arm, flags in arms.items():
+        for arm, flags in arms.items() if not only_arms else ((a, f) for a, f in arms.items() if a in only_arms):
             for seed in SEEDS_OF.get((group, arm), seeds):
                 yield group, arm, seed, script, shared + flags
 
@@ -148,7 +169,7 @@ def train(out, data_root, group, arm, seed, script, flags):
         "--total-steps",
         str(steps),
         "--eval-every",
-        str(steps // 4),
+        str(steps // EVALS_OF.get(group, 4)),
         "--no-fid",
         "--log-every",
         "100",
@@ -196,6 +217,7 @@ def main():
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--only", nargs="+", choices=tuple(GROUPS), default=tuple(GROUPS))
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (default: each arm's own)")
+    p.add_argument("--arms", nargs="+", default=None, help="only these arms of the groups (default: all)")
     p.add_argument("--report", action="store_true", help="no training: tables and figures of the kept runs")
     p.add_argument(
         "--keep-from", default=None, help="no training: copy the finished runs of this runs folder into the kept runs"
@@ -215,7 +237,7 @@ def main():
     print(f"MNIST classifier ready ({100 * accuracy:.2f} % test accuracy, {time.time() - start:.0f} s)", flush=True)
     FLOOR.parent.mkdir(parents=True, exist_ok=True)
     FLOOR.write_text(json.dumps(floor(model, args.data_root) | {"test_accuracy": accuracy}, indent=1) + "\n")
-    todo = [r for r in runs(args.only) if args.seeds is None or r[2] in args.seeds]
+    todo = [r for r in runs(args.only, args.arms) if args.seeds is None or r[2] in args.seeds]
     todo = sorted(todo, key=lambda r: (r[2], -cost(r)))  # seed by seed (pairs complete early), longest first
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in as_completed([pool.submit(train, str(out), args.data_root, *r) for r in todo]):
@@ -399,9 +421,9 @@ def report(root, groups, figures=ROOT / "docs" / "figures"):
         )
         print(
             "| group | method vs baseline | better on | mean improvement | 95 % interval | verdict "
-            "| per seed (baseline → method) |"
+            "| mean of the last 3 evaluations (baseline → method) | per seed (baseline → method) |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for group in dict.fromkeys(g for g, _ in arms):
             base_arm = next(iter(GROUPS[group][2]))
             if (group, base_arm) not in arms:
@@ -411,12 +433,18 @@ def report(root, groups, figures=ROOT / "docs" / "figures"):
                 for (g, a), r in arms.items()
                 if g == group
             }
+            last3 = {  # per seed, the mean of the last three evaluations: steadier for a generator that hops
+                a: dict(zip(r["seeds"], (np.mean([x[metric] for x in e[-3:]]) for e in r["evals"])))
+                for (g, a), r in arms.items()
+                if g == group
+            }
             for arm in [a for a in finals if a != base_arm]:
                 v = verdict(finals[base_arm], finals[arm], best is max)
                 pairs = ", ".join(f"{s}: {finals[base_arm][s]:.0f} → {finals[arm][s]:.0f}" for s in v["seeds"])
+                steadier = " → ".join(mean_std([last3[a][s] for s in v["seeds"]]) for a in (base_arm, arm))
                 print(
                     f"| {group} | {arm} vs {base_arm} | {v['k']} of {v['n']} | {v['mean']:.1f} | "
-                    f"[{v['low']:.1f}, {v['high']:.1f}] | {v['verdict']} | {pairs} |"
+                    f"[{v['low']:.1f}, {v['high']:.1f}] | {v['verdict']} | {steadier} | {pairs} |"
                 )
         panels = list(dict.fromkeys(g for g, _ in arms))
         fig, axes = plt.subplots(len(names), len(panels), figsize=(3.2 * len(panels), 2.6 * len(names)), squeeze=False)

@@ -75,6 +75,8 @@ def test_report_from_kept_files_alone(tmp_path, capsys):
     # K5 vs K0 on modes: d = 900 - 200 = 700, 700 - 600 = 100 -> mean 400, sd 424.26, t(0.975, 1) = 12.7062: half 3811.9
     assert "| unrolled | K5 vs K0 | 2 of 2 | 400.0 | [-3411.9, 4211.9] | not established at this scale |" in table
     assert "1: 200 → 900, 2: 600 → 700" in table
+    # the mean of the last three evaluations per seed: K0 200, 500 -> 350 +- 212.1; K5 800, 733.3 -> 767 +- 47.1
+    assert "| not established at this scale | 350 ± 212 → 767 ± 47 | 1: 200" in table
     assert "K10" not in table
     assert (figures / "results_stacked-mnist.png").stat().st_size > 0
     sheet = Image.open(figures / "results_stacked-mnist_samples.png")
