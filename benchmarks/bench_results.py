@@ -37,6 +37,8 @@ WIDTH = ["--ngf", "32", "--ndf", "32"]  # DCGAN at half width: ~3x faster than 6
 MNIST = ["--dataset", "mnist", "--classifier-samples", "10000"]
 STACKED = ["--dataset", "stacked-mnist"]  # 26,000 samples for the modes (Metz et al.)
 FIVE, THREE = (1, 2, 3, 4, 5), (1, 2, 3)
+UNROLL = {f"K{k}": ["--unroll-steps", str(k)] for k in (0, 5, 10)}  # the arms of the unrolled groups
+METZ = STACKED + ["--arch", "metz", "--loss", "gan", "--classifier-samples", "25600"]  # Metz et al.'s own networks
 # group: (script, shared flags, {arm: flags}, seeds, paper source); the first arm of a group is its baseline
 GROUPS = {
     # Metz et al. Table 2, the row with D at 1/4 of G's width, where the GAN collapses (30.6 modes at K = 0, 236.4 at
@@ -44,29 +46,29 @@ GROUPS = {
     "unrolled": (
         "unrolled_gan.py",
         STACKED + ["--loss", "gan", "--ngf", "32", "--ndf", "8"],
-        {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]},
+        UNROLL,
         FIVE,
         "Metz et al. Table 2 (D 1/4 of G)",
     ),
-    # Sajjadi et al. Sec. 4.1 / Fig. 4: LSGAN on MNIST mostly fails without the lens; the paper's lens (32 channels),
-    # K = half the run, so that the lens acts for 1,000 steps and training goes on for 1,000 after it
     # Metz et al. Table 2 in its own setting: the paper's stacked-MNIST networks (unrolled_gan.py --arch metz: 28x28, z
     # 256, Adam D 2e-4 / G 1e-4 (0.5, 0.99), batch 128), D at 1/4 and 1/2 of G; the non-saturating G loss, as PacGAN's
     # re-run of K = 0 in this setting; 10,000 steps (the paper's runs are far longer: docs/unrolled_gan.md, the pilot)
     "unrolled-metz": (
         "unrolled_gan.py",
-        STACKED + ["--arch", "metz", "--d-size", "quarter", "--loss", "gan", "--classifier-samples", "25600"],
-        {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"], "K10": ["--unroll-steps", "10"]},
+        METZ + ["--d-size", "quarter"],
+        UNROLL,
         FIVE,
         "Metz et al. Table 2 (their networks, D 1/4)",
     ),
     "unrolled-metz-half": (
         "unrolled_gan.py",
-        STACKED + ["--arch", "metz", "--d-size", "half", "--loss", "gan", "--classifier-samples", "25600"],
-        {"K0": ["--unroll-steps", "0"], "K5": ["--unroll-steps", "5"]},
+        METZ + ["--d-size", "half"],
+        {k: UNROLL[k] for k in ("K0", "K5")},
         THREE,
         "Metz et al. Table 2 (their networks, D 1/2)",
     ),
+    # Sajjadi et al. Sec. 4.1 / Fig. 4: LSGAN on MNIST mostly fails without the lens; the paper's lens (32 channels),
+    # K = half the run, so that the lens acts for 1,000 steps and training goes on for 1,000 after it
     "lens-lsgan": (
         "lens_gan.py",
         MNIST + WIDTH + ["--loss", "lsgan"],
