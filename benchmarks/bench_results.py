@@ -273,10 +273,11 @@ def evaluations(run):
     return [r for r in rows if "modes" in r or "classifier_fd" in r]
 
 
-def mean_std(values):
-    """'mean ± std' over seeds (std with n - 1; 0 for one seed)."""
+def mean_std(values, counts=False):
+    """'mean ± std' over seeds (std with n - 1; 0 for one seed); counts (or values that are whole or >= 100) as whole
+    numbers."""
     v = np.asarray(values, dtype=float)
-    counts = abs(v.mean()) >= 100 or (v == v.round()).all()  # counts as counts
+    counts = counts or abs(v.mean()) >= 100 or (v == v.round()).all()
     fmt = ".0f" if counts else ".2f" if abs(v.mean()) >= 1 else ".3f"
     return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0:{fmt}}"
 
@@ -443,7 +444,8 @@ def report(root, groups, figures=ROOT / "docs" / "figures"):
             for arm in [a for a in finals if a != base_arm]:
                 v = verdict(finals[base_arm], finals[arm], best is max)
                 pairs = ", ".join(f"{s}: {finals[base_arm][s]:.0f} → {finals[arm][s]:.0f}" for s in v["seeds"])
-                steadier = " → ".join(mean_std([last3[a][s] for s in v["seeds"]]) for a in (base_arm, arm))
+                steadier = " → ".join(mean_std([last3[a][s] for s in v["seeds"]], counts=metric == "modes")
+                                      for a in (base_arm, arm))
                 print(
                     f"| {group} | {arm} vs {base_arm} | {v['k']} of {v['n']} | {v['mean']:.1f} | "
                     f"[{v['low']:.1f}, {v['high']:.1f}] | {v['verdict']} | {steadier} | {pairs} |"

@@ -43,6 +43,15 @@ def test_verdict_by_hand():
     assert bench_results.verdict({1: 1}, {1: 5}, True)["verdict"] == "too few seeds"
 
 
+
+def test_mean_std_formats():
+    assert bench_results.mean_std([0.5, 1.5]) == "1.00 ± 0.71"  # sd = sqrt(0.5) with n - 1
+    assert bench_results.mean_std([0.25, 0.35]) == "0.300 ± 0.071"
+    assert bench_results.mean_std([1, 1, 1]) == "1 ± 0" and bench_results.mean_std([150.5, 250.5]) == "200 ± 71"
+    # mode counts averaged over three evaluations stay counts: (41 + 1 + 1) / 3 and 353
+    assert bench_results.mean_std([43 / 3, 353], counts=True) == "184 ± 239"
+    assert bench_results.mean_std([43 / 3, 20], counts=True) == "17 ± 4"
+
 def test_report_from_kept_files_alone(tmp_path, capsys):
     out, kept, figures = tmp_path / "runs", tmp_path / "kept", tmp_path / "figures"
     figures.mkdir()
