@@ -31,7 +31,7 @@ def test_probe_of_a_metz_checkpoint(data_root, tmp_path):
     before = {k: v.clone() for k, v in G.state_dict().items()}
     batch_bn = probe.modes(G, args, classifier, batch_stats=True)
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())  # a copy ran in train mode
-    assert 1 <= batch_bn["modes"] <= 64 and G.training
+    assert 1 <= batch_bn["modes"] <= 64 and G.training and G.project.weight.requires_grad
 
     # the probe's two gradients against the training step's own: eq. (12) and its first term
     (cos, ratio), = probe.gradients(G, D, opt_D, args, dataset, 2, batches=1)
