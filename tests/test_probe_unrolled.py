@@ -30,7 +30,7 @@ def test_probe_of_a_metz_checkpoint(data_root, tmp_path):
     assert eval_bn == {"modes": evaluated["modes"], "modes_kl": evaluated["modes_kl"]}  # the evaluation's count
     before = {k: v.clone() for k, v in G.state_dict().items()}
     batch_bn = probe.modes(G, args, classifier, batch_stats=True)
-    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())  # a copy ran in train mode
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())  # the count ran on a copy of G
     assert 1 <= batch_bn["modes"] <= 64 and G.training and G.project.weight.requires_grad
 
     # the probe's two gradients against the training step's own: eq. (12) and its first term
